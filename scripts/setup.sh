@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs every Debian package mmsearch needs (only when one is missing) and builds the
+# project in Release into build/. Safe to run again: a second run only rebuilds what changed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+# libopenblas0-openmp matters: Debian's LibTorch links the generic libblas.so.3, and without
+# OpenBLAS that is the reference BLAS (about 20x slower matrix products).
+packages=(
+  build-essential cmake ninja-build pkg-config ccache git
+  libtorch-dev libopenblas0-openmp
+  libfaiss-dev libsentencepiece-dev sentencepiece
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
+  libcpp-httplib-dev libboost-dev libsqlite3-dev sqlite3
+  nlohmann-json3-dev libcli11-dev libspdlog-dev libgtest-dev
+  python3 curl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}"
+fi
+
+# LibTorch and FAISS call whichever libblas.so.3 is selected; pick OpenBLAS's OpenMP build
+# (the pthread build, if some other package brought it, oversubscribes LibTorch's OpenMP pool).
+for lib in libblas.so.3 liblapack.so.3; do
+  want="/usr/lib/x86_64-linux-gnu/openblas-openmp/$lib"
+  link="$lib-x86_64-linux-gnu"
+  if [ "$(readlink -f "/etc/alternatives/$link" 2>/dev/null)" != "$want" ] && [ -e "$want" ]; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo update-alternatives --set "$link" "$want" >/dev/null
+  fi
+done
+
+jobs="${MMSEARCH_JOBS:-$(nproc)}"
+cmake -S "$root" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$root/build" -j "$jobs"
+echo "setup: built $root/build/mmsearch"
