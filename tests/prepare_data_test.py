@@ -1,0 +1,389 @@
+#!/usr/bin/python3
+"""Unit tests of scripts/prepare_data.py and scripts/data_prep/ on tiny synthetic inputs.
+
+    /usr/bin/python3 tests/prepare_data_test.py        (from the repository root; < 5 s)
+
+Standard library only; needs no network and no downloaded data.
+"""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import struct
+import sys
+import tempfile
+import unittest
+import zlib
+from contextlib import redirect_stdout
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+
+from data_prep import common, emoji, fashion_mnist, openclipart  # noqa: E402
+from data_prep.png import PNG_SIGNATURE, decode_png_simple, encode_png  # noqa: E402
+import prepare_data  # noqa: E402
+
+
+def quiet(*_args, **_kwargs):
+    pass
+
+
+class SplitTest(unittest.TestCase):
+    def test_bucket_is_sha1_based_and_stable(self):
+        expected = int.from_bytes(hashlib.sha1(b"emoji:1F600").digest()[:8], "big") % 100
+        self.assertEqual(common.bucket("emoji:1F600"), expected)
+        self.assertEqual(common.split_for_group("emoji:1F600"), common.split_for_group("emoji:1F600"))
+
+    def test_split_thresholds(self):
+        for g in ("a", "b", "concept-7", "openclipart:chemistry flask"):
+            b = common.bucket(g)
+            want = "train" if b < 80 else "val" if b < 90 else "test"
+            self.assertEqual(common.split_for_group(g), want)
+
+    def test_split_proportions(self):
+        counts = common.count_splits({"split": common.split_for_group("g%d" % i)} for i in range(20000))
+        self.assertAlmostEqual(counts["train"] / 20000, 0.80, delta=0.015)
+        self.assertAlmostEqual(counts["val"] / 20000, 0.10, delta=0.015)
+        self.assertAlmostEqual(counts["test"] / 20000, 0.10, delta=0.015)
+
+    def test_assign_splits_keeps_groups_together(self):
+        records = [{"group": "g%d" % (i % 37)} for i in range(500)]
+        common.assign_splits(records)
+        by_group = {}
+        for r in records:
+            by_group.setdefault(r["group"], set()).add(r["split"])
+        self.assertTrue(all(len(s) == 1 for s in by_group.values()))
+        self.assertEqual(len({r["split"] for r in records}), 3)
+
+    def test_oversized_groups_go_to_train(self):
+        # Find a group id that hashes to test, then make it big.
+        big = next("big%d" % i for i in range(1000) if common.split_for_group("big%d" % i) == "test")
+        records = [{"group": big} for _ in range(60)] + [{"group": big + "-small"}]
+        common.assign_splits(records, max_eval_group=50)
+        self.assertEqual({r["split"] for r in records[:60]}, {"train"})
+        self.assertEqual(records[-1]["split"], common.split_for_group(big + "-small"))
+
+
+    def test_merge_groups_by_content(self):
+        records = [{"image": "a", "group": "g3"}, {"image": "b", "group": "g1"},
+                   {"image": "c", "group": "g2"}, {"image": "d", "group": "g2"},
+                   {"image": "e", "group": "g4"}]
+        content = {"a": 1, "b": 2, "c": 1, "d": 3, "e": 4}  # a and c are the same picture
+        merged = common.merge_groups_by_content(records, key=lambda r: content[r["image"]])
+        self.assertEqual(merged, 1)
+        self.assertEqual([r["group"] for r in records], ["g2", "g1", "g2", "g2", "g4"])
+        chain = [{"image": "x", "group": "z"}, {"image": "y", "group": "z"},
+                 {"image": "x2", "group": "b"}, {"image": "y2", "group": "a"}]
+        same = {"x": 1, "x2": 1, "y": 2, "y2": 2}   # z~b via x, z~a via y: all one group "a"
+        common.merge_groups_by_content(chain, key=lambda r: same[r["image"]])
+        self.assertEqual({r["group"] for r in chain}, {"a"})
+
+
+class TextTest(unittest.TestCase):
+    def test_tags_comments_entities(self):
+        raw = ('<!-- Creative Commons --><a rel="license" href="http://x.org/">Public&nbsp;Domain</a>'
+               '<br />A &quot;big&quot;   flask &amp;amp; tube')
+        self.assertEqual(common.clean_text(raw), 'Public Domain A "big" flask & tube')
+
+    def test_double_escaped_markup_is_removed(self):
+        self.assertEqual(common.clean_text("&lt;b&gt;Bold&lt;/b&gt; text &amp;eacute;t&amp;#233;"),
+                         "Bold text été")
+
+    def test_urls_emails_whitespace(self):
+        self.assertEqual(common.clean_text("EPS from http://aiga.org/x ,\n\t see me@x.org  now"),
+                         "EPS from, see now")
+        self.assertEqual(common.clean_text("  a\n\n b  "), "a b")
+        self.assertEqual(common.clean_text(""), "")
+
+    def test_truncate_and_sentence(self):
+        self.assertEqual(common.truncate("short", 10), "short")
+        text = "First sentence here. Second sentence is long enough to be cut off somewhere."
+        self.assertEqual(common.truncate(text, 40), "First sentence here.")
+        self.assertTrue(common.truncate("word " * 30, 20).endswith("..."))
+        self.assertEqual(common.sentence("Title"), "Title.")
+        self.assertEqual(common.sentence("Really?"), "Really?")
+
+
+SVG_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+     xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:cc="http://web.resource.org/cc/">
+  <metadata><rdf:RDF><cc:Work rdf:about="">
+    <dc:title>{title}</dc:title>
+    <dc:description>{description}</dc:description>
+    <dc:subject><rdf:Bag>{keywords}</rdf:Bag></dc:subject>
+    <dc:publisher><cc:Agent><dc:title>Open Clip Art Library</dc:title></cc:Agent></dc:publisher>
+  </cc:Work></rdf:RDF></metadata>
+  <rect width="1" height="1"/>
+</svg>
+"""
+
+
+def make_svg(title="", description="", keywords=()):
+    lis = "".join("<rdf:li>%s</rdf:li>" % k for k in keywords)
+    return SVG_TEMPLATE.format(title=title, description=description, keywords=lis).encode("utf-8")
+
+
+class OpenClipArtTest(unittest.TestCase):
+    def test_metadata_ignores_agent_titles(self):
+        meta = openclipart.parse_svg_metadata(make_svg("", "", ["a"]))
+        self.assertEqual(meta["title"], "")
+        meta = openclipart.parse_svg_metadata(make_svg("Flask", "A &amp;quot;flask&amp;quot;", ["lab", ""]))
+        self.assertEqual(meta["title"], "Flask")
+        self.assertEqual(meta["keywords"], ["lab", ""])
+        self.assertEqual(openclipart.clean_description(meta["description"], "Flask"), 'A "flask"')
+
+    def test_regex_fallback_on_broken_xml(self):
+        broken = make_svg("Broken &nope; title", "", ["k1", "k2"]).replace(b"</svg>", b"")
+        meta = openclipart.parse_svg_metadata(broken)
+        self.assertEqual(meta["title"], "Broken &nope; title")
+        self.assertEqual(meta["keywords"], ["k1", "k2"])
+
+    def test_description_cleaning(self):
+        title = "Phone"
+        boiler = ('<!-- Creative Commons Public Domain --><a href="http://creativecommons.org/">x</a>'
+                  "This work is dedicated to the Public Domain.")
+        self.assertEqual(openclipart.clean_description(boiler, title), "")
+        self.assertEqual(openclipart.clean_description("EPS converted from http://aiga.org", title), "")
+        self.assertEqual(openclipart.clean_description("phone", title), "")
+        self.assertEqual(openclipart.clean_description(":)", title), "")
+        self.assertEqual(openclipart.clean_description("HASH(0x8a0a390)", title), "")
+        self.assertEqual(openclipart.clean_description("A red phone. Made with Inkscape", title), "A red phone.")
+
+    def test_keywords(self):
+        kws = ["", "hash", "HASH(0x8a0a390)", "signs_and_symbols", "Food", "food", "11",
+               "&eacute;toile", "unsorted"]
+        self.assertEqual(openclipart.clean_keywords(kws, exclude=["Pie"]),
+                         ["signs and symbols", "Food", "étoile"])
+
+    def test_group_key_variants(self):
+        key = openclipart.group_key
+        self.assertEqual(key("Chemistry Flask"), "chemistry flask")
+        self.assertEqual(key("chemistry_flask_01"), "chemistry flask")
+        self.assertEqual(key("Chemistry Flask 2"), "chemistry flask")
+        self.assertEqual(key("magnolia-white"), key("Magnolia White"))
+        self.assertEqual(key("Aircraft1"), "aircraft")
+        self.assertEqual(key("Castilla y León"), "castilla y león")
+        self.assertEqual(key("45 rpm record"), "45 rpm record")
+        self.assertEqual(key("home13", strip_all_digits=True), "home")
+
+    def test_humanize_stem(self):
+        self.assertEqual(openclipart.humanize_stem("navigation_display_panel_01"), "navigation display panel")
+        self.assertEqual(openclipart.humanize_stem("BasseTemperature"), "Basse Temperature")
+        self.assertEqual(openclipart.humanize_stem("star_97pt37step"), "star polygon with 97 points, step 37")
+        self.assertEqual(openclipart.humanize_stem("ornamental_h_10"),
+                         "ten of hearts playing card, ornamental style")
+
+    def test_describe_titles_collections_and_fallback(self):
+        items = [{"stem": "flask_01", "title": "Flask", "description": "", "keywords": ["lab"]},
+                 {"stem": "flask_02", "title": "Flask 2", "description": "", "keywords": []},
+                 {"stem": "navigation_panel_01", "title": "", "description": "", "keywords": []}]
+        items += [{"stem": name, "title": "Etiquette Icons", "description": "", "keywords": ["icons"]}
+                  for name in ("coffee", "wine", "glass", "rollerblades", "gramophone", "tv", "phone", "car")]
+        found = openclipart.describe(items)
+        self.assertEqual(found, {"etiquette icons"})  # case-folded exact titles
+        self.assertEqual(items[0]["caption"], "Flask. Keywords: lab.")
+        self.assertEqual(items[0]["group"], items[1]["group"])
+        self.assertEqual(items[2]["caption"], "Navigation panel.")
+        self.assertEqual(items[2]["group"], "openclipart:navigation panel")
+        self.assertEqual(items[3]["caption"], "Coffee. Etiquette Icons. Keywords: icons.")
+        self.assertNotEqual(items[3]["group"], items[4]["group"])
+
+    def test_build_dedupes_symlinks_and_reads_svgs(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            png_root = os.path.join(tmp, openclipart.PNG_SUBDIR)
+            svg_root = os.path.join(tmp, openclipart.SVG_SUBDIR)
+            for root in (png_root, svg_root):
+                os.makedirs(os.path.join(root, "food"))
+                os.makedirs(os.path.join(root, "science"))
+            png = encode_png(b"\x00", 1, 1)
+            for rel, svg in (("food/apple_01.png", make_svg("Apple", "", ["fruit"])),
+                             ("science/flask_01.png", make_svg("", "", []))):
+                with open(os.path.join(png_root, rel), "wb") as f:
+                    f.write(png)
+                with open(os.path.join(svg_root, rel[:-4] + ".svg"), "wb") as f:
+                    f.write(svg)
+            os.symlink("../food/apple_01.png", os.path.join(png_root, "science", "apple_01.png"))
+            items = openclipart.build(tmp, log=quiet)
+            self.assertEqual(len(items), 2)
+            captions = sorted(it["caption"] for it in items)
+            self.assertEqual(captions, ["Apple. Keywords: fruit.", "Flask."])
+            self.assertTrue(all(os.path.isfile(it["image"]) for it in items))
+
+
+class EmojiTest(unittest.TestCase):
+    def test_normalize_hex(self):
+        n = emoji.normalize_hex
+        self.assertEqual(n("263A-FE0F"), n("263a"))
+        self.assertEqual(n("1F441-FE0F-200D-1F5E8-FE0F"), "1F441-200D-1F5E8")
+        self.assertEqual(n("0023-FE0F-20E3"), n("23-20E3"))
+        self.assertNotEqual(n("1F44B-1F3FB"), n("1F44B"))
+
+    def test_caption(self):
+        self.assertEqual(emoji.make_caption("grinning face", ["face", "grin", "Grinning Face", "face"]),
+                         "grinning face. Keywords: face, grin.")
+        self.assertEqual(emoji.make_caption("flag: Germany", []), "flag: Germany.")
+
+    def test_build_records_matching_groups_and_missing_files(self):
+        emojibase_data = [
+            {"label": "smiling face", "hexcode": "263A", "tags": ["face", "smile"]},
+            {"label": "waving hand", "hexcode": "1F44B", "tags": ["hand", "wave"],
+             "skins": [{"label": "waving hand: light skin tone", "hexcode": "1F44B-1F3FB"}]},
+        ]
+        datasource = [
+            {"unified": "263A-FE0F", "image": "263a-fe0f.png", "sort_order": 2,
+             "has_img_google": True, "has_img_twitter": True},
+            {"unified": "1F44B", "image": "1f44b.png", "sort_order": 1,
+             "has_img_google": True, "has_img_twitter": False,
+             "skin_variations": {"1F3FB": {"unified": "1F44B-1F3FB", "image": "1f44b-1f3fb.png",
+                                           "has_img_google": True, "has_img_twitter": True}}},
+            {"unified": "1F9FF", "image": "1f9ff.png", "sort_order": 3, "name": "NAZAR AMULET",
+             "short_names": ["nazar_amulet"], "has_img_google": True, "has_img_twitter": True},
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            dirs = {s: os.path.join(tmp, s) for s in emoji.STYLES}
+            for d in dirs.values():
+                os.makedirs(d)
+            for style, name in (("google", "263a-fe0f.png"), ("twitter", "263a-fe0f.png"),
+                                ("google", "1f44b.png"), ("google", "1f44b-1f3fb.png"),
+                                ("google", "1f9ff.png")):  # twitter 1f44b-1f3fb.png missing
+                with open(os.path.join(dirs[style], name), "wb") as f:
+                    f.write(b"png")
+            path = os.path.join(tmp, "data.json")
+            with open(path, "w") as f:
+                json.dump(emojibase_data, f)
+            stats = {}
+            records = emoji.build_records(datasource, emoji.load_emojibase(path), dirs, stats)
+        self.assertEqual(stats["missing_on_disk"], 2)  # twitter skin tone + twitter nazar
+        self.assertEqual(stats["no_image_flag"], 1)    # twitter 1F44B
+        self.assertEqual(stats["label_fallback"], 1)   # nazar amulet: not in emojibase
+        captions = [(r["caption"], r["style"], r["group"]) for r in records]
+        self.assertEqual(captions, [
+            ("waving hand. Keywords: hand, wave.", "google", "emoji:1F44B"),
+            ("waving hand: light skin tone. Keywords: hand, wave.", "google", "emoji:1F44B"),
+            ("smiling face. Keywords: face, smile.", "google", "emoji:263A"),
+            ("smiling face. Keywords: face, smile.", "twitter", "emoji:263A"),
+            ("nazar amulet.", "google", "emoji:1F9FF"),  # short name == label
+        ])
+        common.assign_splits(records)
+        self.assertEqual(records[0]["split"], records[1]["split"])
+
+
+def idx_bytes(dims, payload):
+    return struct.pack(">HBB", 0, 8, len(dims)) + struct.pack(">%dI" % len(dims), *dims) + bytes(payload)
+
+
+class FashionMnistTest(unittest.TestCase):
+    def test_splits(self):
+        self.assertEqual(fashion_mnist.split_for("test", 5), "test")
+        splits = [fashion_mnist.split_for("train", i) for i in range(60000)]
+        self.assertAlmostEqual(splits.count("val") / 60000, 0.10, delta=0.01)
+        self.assertEqual(set(splits), {"train", "val"})
+        self.assertEqual(fashion_mnist.group_for("train", 42), "fmnist-train-42")
+
+    def test_captions(self):
+        for label, phrases in enumerate(fashion_mnist.CLASS_PHRASES):
+            seen = {fashion_mnist.caption_for(label, "fmnist-train-%d" % i) for i in range(200)}
+            self.assertTrue(all(any(p in c for p in phrases) for c in seen))
+            self.assertGreaterEqual(len(seen), 4)
+        self.assertEqual(fashion_mnist.caption_for(9, "fmnist-test-3"), fashion_mnist.caption_for(9, "fmnist-test-3"))
+        self.assertEqual(len(fashion_mnist.CLASS_NAMES), 10)
+
+    def test_idx_to_png(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "src")
+            os.makedirs(src)
+            images = {"train": [bytes(range(i, i + 6)) for i in range(3)], "test": [bytes([255] * 6)] * 2}
+            labels = {"train": [0, 9, 3], "test": [1, 2]}
+            for split, (img_name, lbl_name) in fashion_mnist.SOURCE_FILES.items():
+                with gzip.open(os.path.join(src, img_name), "wb") as f:
+                    f.write(idx_bytes((len(images[split]), 2, 3), b"".join(images[split])))
+                with gzip.open(os.path.join(src, lbl_name), "wb") as f:
+                    f.write(idx_bytes((len(labels[split]),), labels[split]))
+            out = os.path.join(tmp, "png")
+            got = fashion_mnist.convert(src, out, log=quiet, expected=None)
+            self.assertEqual(got, labels)
+            with open(os.path.join(out, "train", "00001.png"), "rb") as f:
+                self.assertEqual(decode_png_simple(f.read()), (3, 2, 1, images["train"][1]))
+            self.assertTrue(os.path.exists(os.path.join(out, ".complete")))
+            mtime = os.path.getmtime(os.path.join(out, "test", "00000.png"))
+            fashion_mnist.convert(src, out, log=quiet, expected=None)  # complete: no rewrite
+            self.assertEqual(os.path.getmtime(os.path.join(out, "test", "00000.png")), mtime)
+            with self.assertRaises(ValueError):
+                fashion_mnist.convert(src, out, log=quiet)  # 3 != 60,000 images
+
+
+class PngTest(unittest.TestCase):
+    def test_signature_ihdr_and_zlib_stream(self):
+        pixels = bytes((x * 9 + y * 3) % 256 for y in range(28) for x in range(28))
+        data = encode_png(pixels, 28, 28, 1)
+        self.assertEqual(data[:8], PNG_SIGNATURE)
+        length, kind = struct.unpack(">I4s", data[8:16])
+        self.assertEqual((length, kind), (13, b"IHDR"))
+        self.assertEqual(struct.unpack(">IIBBBBB", data[16:29]), (28, 28, 8, 0, 0, 0, 0))
+        self.assertEqual(struct.unpack(">I", data[29:33])[0], zlib.crc32(data[12:29]) & 0xFFFFFFFF)
+        idat_len, idat_kind = struct.unpack(">I4s", data[33:41])
+        self.assertEqual(idat_kind, b"IDAT")
+        raw = zlib.decompress(data[41:41 + idat_len])
+        self.assertEqual(len(raw), 28 * 29)
+        self.assertEqual(b"".join(raw[r * 29 + 1:(r + 1) * 29] for r in range(28)), pixels)
+        self.assertTrue(all(raw[r * 29] == 0 for r in range(28)))
+        self.assertEqual(data[-12:], struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+
+    def test_round_trip_rgb_and_errors(self):
+        pixels = bytes(range(2 * 3 * 3))
+        self.assertEqual(decode_png_simple(encode_png(pixels, 3, 2, 3)), (3, 2, 3, pixels))
+        with self.assertRaises(ValueError):
+            encode_png(b"\x00" * 5, 2, 2, 1)
+        corrupted = bytearray(encode_png(b"\x00" * 4, 2, 2))
+        corrupted[20] ^= 1
+        with self.assertRaises(ValueError):
+            decode_png_simple(bytes(corrupted))
+
+
+class ManifestTest(unittest.TestCase):
+    def test_write_manifest_relative_paths_and_atomicity(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "data", "manifests")
+            image = os.path.join(tmp, "data", "cache", "x", "a.png")
+            path = os.path.join(out, "set.jsonl")
+            records = [{"image": image, "caption": "Été, \"quoted\"", "split": "val", "group": "g"}]
+            self.assertTrue(common.write_manifest(path, records))
+            self.assertFalse(common.write_manifest(path, records))  # unchanged: not rewritten
+            self.assertEqual(os.listdir(out), ["set.jsonl"])        # no temp file left
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+            self.assertEqual(len(lines), 1)
+            self.assertEqual(json.loads(lines[0]), {"image": "../cache/x/a.png", "caption": "Été, \"quoted\"",
+                                                    "split": "val", "group": "g"})
+            self.assertEqual(list(json.loads(lines[0])), ["image", "caption", "split", "group"])
+
+    def test_prepare_data_all_jsonl_and_table(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "manifests")
+            os.makedirs(out)
+            for name, split in (("emoji", "train"), ("openclipart", "test")):
+                with open(os.path.join(out, name + ".jsonl"), "w") as f:
+                    f.write(common.manifest_line("../x.png", "c", split, name) + "\n")
+                # Stamps that match: prepare_data must not try to rebuild (no cache here).
+                with open(os.path.join(out, "." + name + ".stamp"), "w") as f:
+                    f.write(prepare_data.stamp_for(name, os.path.join(tmp, "cache")))
+            buf = io.StringIO()
+            with redirect_stdout(buf), open(os.devnull, "w") as devnull:
+                stderr, sys.stderr = sys.stderr, devnull
+                try:
+                    rc = prepare_data.main(["--cache", os.path.join(tmp, "cache"), "--out", out,
+                                            "--only", "emoji", "--only", "openclipart"])
+                finally:
+                    sys.stderr = stderr
+            self.assertEqual(rc, 0)
+            with open(os.path.join(out, "all.jsonl")) as f:
+                rows = [json.loads(l) for l in f]
+            self.assertEqual([r["group"] for r in rows], ["openclipart", "emoji"])
+            self.assertIn("up to date", buf.getvalue())
+            self.assertRegex(buf.getvalue(), r"\nall +1 +0 +1 +2 +2\n")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)
