@@ -1,0 +1,57 @@
+// Inference with a trained dual encoder: loads a MODEL_DIR (config.json, model.safetensors,
+// tokenizer.model) and turns images and texts into L2-normalized vectors of one space.
+// LibTorch stays behind this header. After load, every const method is safe to call from
+// any number of threads at once (no state changes; autograd off).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "encoders/model_config.h"
+#include "tokenizer/tokenizer.h"
+
+namespace mms {
+
+class Embedder {
+ public:
+  // Throws Error::not_found for a missing MODEL_DIR or file, Error::corrupt / mismatch for
+  // weights that do not fit the config, each naming the file.
+  static std::unique_ptr<Embedder> load(const std::string& model_dir);
+  ~Embedder();
+
+  const ModelConfig& config() const;
+  const Tokenizer& tokenizer() const;
+  int32_t dim() const;         // embedding size (config().embed_dim)
+  int32_t image_size() const;  // side of the square input preprocess_image must produce
+  // Identifies the weights (a hash of model.safetensors): indexes built with one model
+  // refuse another.
+  const std::string& fingerprint() const;
+
+  // pixels: n images as preprocess_image(img, image_size()) makes them, concatenated:
+  // [n, 3, S, S] float32 0..1. Returns [n, dim] row-major, each row of unit L2 norm.
+  std::vector<float> embed_pixels(const float* pixels, int64_t n) const;
+
+  // Texts of any length (encoded whole by the sliding-window encoder, never truncated).
+  // Batched internally by length so short texts do not pay for long ones. Returns [n, dim].
+  std::vector<float> embed_texts(const std::vector<std::string>& texts) const;
+
+  // Texts as token ids (each with BOS .. EOS, as Tokenizer::encode gives). Returns [n, dim].
+  std::vector<float> embed_token_ids(const std::vector<std::vector<int32_t>>& ids) const;
+
+ private:
+  struct Impl;
+  explicit Embedder(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mms
+
+namespace mms {
+
+// Sets the number of threads LibTorch's CPU kernels use (intra-op). Call once at start-up,
+// before the first model runs; `mmsearch --threads` lands here.
+void set_compute_threads(int32_t threads);
+
+}  // namespace mms

@@ -1,0 +1,164 @@
+// The dual encoder as the trainer and the embedder use it: shapes, normalization, masking,
+// the loss on a hand-computed case, gradient flow, and weights through safetensors.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "common/error.h"
+#include "encoders/nn/dual_encoder.h"
+#include "encoders/nn/weights.h"
+
+namespace {
+
+using mms::ModelConfig;
+using mms::nn::DualEncoder;
+
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.image.image_size = 32;
+  c.image.stem_channels = {8, 16};
+  c.image.width = 32;
+  c.image.depth = 2;
+  c.image.heads = 2;
+  c.text.vocab_size = 50;
+  c.text.width = 32;
+  c.text.depth = 2;
+  c.text.heads = 2;
+  c.text.window = 4;
+  c.embed_dim = 24;
+  return c;
+}
+
+TEST(DualEncoder, EmbeddingsHaveTheConfiguredDimensionAndUnitNorm) {
+  torch::manual_seed(0);
+  DualEncoder model(tiny_config());
+  model->eval();
+  auto img = model->encode_images(torch::rand({3, 3, 32, 32}));
+  auto ids = torch::randint(4, 50, {2, 9});
+  auto txt = model->encode_texts(ids, torch::tensor({9, 5}));
+  EXPECT_EQ(img.sizes(), (std::vector<int64_t>{3, 24}));
+  EXPECT_EQ(txt.sizes(), (std::vector<int64_t>{2, 24}));
+  EXPECT_TRUE(torch::allclose(img.norm(2, 1), torch::ones({3}), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(txt.norm(2, 1), torch::ones({2}), 1e-5, 1e-5));
+}
+
+TEST(DualEncoder, PaddingDoesNotChangeATextsEmbedding) {
+  torch::manual_seed(1);
+  DualEncoder model(tiny_config());
+  model->eval();
+  auto short_ids = torch::randint(4, 50, {1, 6});
+  auto alone = model->encode_texts(short_ids, torch::tensor({6}));
+  // The same text padded to 40 tokens beside a long text (banded path, several blocks).
+  auto padded = torch::zeros({2, 40}, torch::kLong);
+  padded.index_put_({0, torch::indexing::Slice(0, 6)}, short_ids[0]);
+  padded.index_put_({1}, torch::randint(4, 50, {40}));
+  auto batched = model->encode_texts(padded, torch::tensor({6, 40}));
+  EXPECT_LE((alone[0] - batched[0]).abs().max().item<double>(), 1e-5);
+}
+
+TEST(DualEncoder, LongTextsAreEncodedWhole) {
+  torch::manual_seed(2);
+  DualEncoder model(tiny_config());
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto ids = torch::randint(4, 50, {1, 5000});
+  auto a = model->encode_texts(ids, torch::tensor({5000}));
+  // Changing the very last token still moves the embedding: nothing was cut off.
+  auto changed = ids.clone();
+  changed.index_put_({0, 4999}, (ids[0][4999].item<int64_t>() + 1 - 4) % 46 + 4);
+  auto b = model->encode_texts(changed, torch::tensor({5000}));
+  EXPECT_GT((a - b).abs().max().item<double>(), 1e-7);
+}
+
+TEST(ContrastiveLoss, MatchesAHandComputedValue) {
+  // Orthonormal pairs at scale 1: each row's logits are [1, 0], so the loss is
+  // -log(e / (e + 1)) = log(1 + 1/e) in both directions.
+  auto emb = torch::eye(2);
+  auto loss = mms::nn::contrastive_loss(emb, emb, torch::tensor(1.0), {});
+  EXPECT_NEAR(loss.item<double>(), std::log(1 + std::exp(-1.0)), 1e-6);
+  // With every pair marked positive, the target is uniform: log(2) - mean logit... = the
+  // cross-entropy of [0.5, 0.5] against softmax([1, 0]).
+  auto all = torch::ones({2, 2}, torch::kBool);
+  auto p = torch::softmax(torch::tensor({1.0, 0.0}), 0);
+  double expected = -0.5 * (std::log(p[0].item<double>()) + std::log(p[1].item<double>()));
+  EXPECT_NEAR(mms::nn::contrastive_loss(emb, emb, torch::tensor(1.0), all).item<double>(), expected,
+              1e-6);
+}
+
+TEST(ContrastiveLoss, GradientsReachEveryParameterOfBothTowers) {
+  torch::manual_seed(3);
+  DualEncoder model(tiny_config());
+  model->train();
+  auto img = model->encode_images(torch::rand({4, 3, 32, 32}));
+  auto txt = model->encode_texts(torch::randint(4, 50, {4, 12}), torch::tensor({12, 7, 3, 10}));
+  mms::nn::contrastive_loss(img, txt, model->scale(), {}).backward();
+  for (const auto& item : model->named_parameters(true)) {
+    ASSERT_TRUE(item.value().grad().defined()) << item.key();
+    EXPECT_GT(item.value().grad().abs().sum().item<double>(), 0.0) << item.key();
+  }
+}
+
+TEST(ModelWeights, RoundTripThroughSafetensorsGivesIdenticalOutputs) {
+  torch::manual_seed(4);
+  DualEncoder a(tiny_config()), b(tiny_config());
+  a->eval();
+  b->eval();
+  const auto file = std::filesystem::temp_directory_path() / "mms_model_roundtrip.safetensors";
+  mms::write_safetensors(file.string(), mms::nn::model_to_safetensors(a));
+  mms::nn::load_model_weights(b, mms::read_safetensors(file.string()), file.string());
+  auto pixels = torch::rand({2, 3, 32, 32});
+  EXPECT_TRUE(torch::equal(a->encode_images(pixels), b->encode_images(pixels)));
+  std::filesystem::remove(file);
+}
+
+TEST(ModelWeights, AMismatchedConfigIsRefusedNamingTheTensor) {
+  DualEncoder a(tiny_config());
+  ModelConfig other = tiny_config();
+  other.text.vocab_size = 60;
+  DualEncoder b(other);
+  try {
+    mms::nn::load_model_weights(b, mms::nn::model_to_safetensors(a), "w.safetensors");
+    FAIL() << "expected a mismatch";
+  } catch (const mms::Error& e) {
+    EXPECT_EQ(e.kind(), mms::ErrorKind::kMismatch);
+    EXPECT_NE(std::string(e.what()).find("text.embed.weight"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("w.safetensors"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+namespace {
+
+TEST(ImageEncoder, GradientsAreExactAndRepeatable) {
+  // With no transformer layers the output is the class token alone, so the stem's gradients
+  // must be exactly zero. (LibTorch 1.13's CPU conv/BatchNorm backward once returned garbage
+  // here for transposed-stride gradients; see ContiguousGrad in towers.cc.)
+  ModelConfig c = tiny_config();
+  c.image.depth = 0;
+  torch::manual_seed(6);
+  mms::nn::ImageEncoder no_layers(c.image, c.embed_dim, c.mlp_ratio);
+  no_layers->forward(torch::rand({4, 3, 32, 32})).pow(2).sum().backward();
+  for (const auto& item : no_layers->named_parameters(true)) {
+    if (item.key().rfind("stem.", 0) == 0) {
+      EXPECT_EQ(item.value().grad().abs().sum().item<double>(), 0.0) << item.key();
+    }
+  }
+  // And the same inputs give the same gradients, run after run.
+  auto pixels = torch::rand({4, 3, 32, 32});
+  std::vector<double> sums;
+  for (int run = 0; run < 3; ++run) {
+    torch::manual_seed(7);
+    mms::nn::ImageEncoder enc(tiny_config().image, c.embed_dim, c.mlp_ratio);
+    enc->forward(pixels).pow(2).sum().backward();
+    double s = 0;
+    for (const auto& p : enc->parameters()) s += p.grad().abs().sum().item<double>();
+    sums.push_back(s);
+  }
+  EXPECT_EQ(sums[0], sums[1]);
+  EXPECT_EQ(sums[0], sums[2]);
+}
+
+}  // namespace
