@@ -1,0 +1,81 @@
+#include "training/augment.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace mms {
+namespace {
+
+// Bilinear resampling of the crop [x0, x0 + w) x [y0, y0 + h) of src into out (CHW, 0..1).
+void resample(const uint8_t* src, int32_t side, double x0, double y0, double w, double h,
+              int32_t out_size, bool flip, float* out) {
+  const size_t plane = size_t(out_size) * out_size;
+  for (int32_t oy = 0; oy < out_size; ++oy) {
+    const double sy = std::clamp(y0 + (oy + 0.5) * h / out_size - 0.5, 0.0, side - 1.0);
+    const int32_t y_lo = static_cast<int32_t>(sy);
+    const int32_t y_hi = std::min(y_lo + 1, side - 1);
+    const float fy = static_cast<float>(sy - y_lo);
+    for (int32_t ox = 0; ox < out_size; ++ox) {
+      const int32_t tx = flip ? out_size - 1 - ox : ox;
+      const double sx = std::clamp(x0 + (tx + 0.5) * w / out_size - 0.5, 0.0, side - 1.0);
+      const int32_t x_lo = static_cast<int32_t>(sx);
+      const int32_t x_hi = std::min(x_lo + 1, side - 1);
+      const float fx = static_cast<float>(sx - x_lo);
+      for (int c = 0; c < 3; ++c) {
+        auto at = [&](int32_t y, int32_t x) { return float(src[(size_t(y) * side + x) * 3 + c]); };
+        const float top = at(y_lo, x_lo) * (1 - fx) + at(y_lo, x_hi) * fx;
+        const float bottom = at(y_hi, x_lo) * (1 - fx) + at(y_hi, x_hi) * fx;
+        out[c * plane + size_t(oy) * out_size + ox] = (top * (1 - fy) + bottom * fy) / 255.0f;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void augment_image(const uint8_t* src, int32_t side, int32_t out_size, const AugmentConfig& config,
+                   std::mt19937_64& rng, float* out) {
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  const double area = side * double(side);
+  double w = side, h = side;
+  // Random resized crop: area fraction in [crop_scale_min, 1], log-uniform aspect ratio.
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double scale = config.crop_scale_min + (1.0 - config.crop_scale_min) * unit(rng);
+    const double log_r = std::log(std::max(config.crop_ratio, 1.0f));
+    const double ratio = std::exp((2 * unit(rng) - 1) * log_r);
+    const double cw = std::sqrt(area * scale * ratio), ch = std::sqrt(area * scale / ratio);
+    if (cw <= side && ch <= side) {
+      w = cw;
+      h = ch;
+      break;
+    }
+  }
+  const double x0 = (side - w) * unit(rng), y0 = (side - h) * unit(rng);
+  const bool flip = config.hflip && unit(rng) < 0.5;
+  resample(src, side, x0, y0, w, h, out_size, flip, out);
+
+  if (config.jitter <= 0) return;
+  auto factor = [&] { return static_cast<float>(1.0 + config.jitter * (2 * unit(rng) - 1)); };
+  const float brightness = factor(), contrast = factor(), saturation = factor();
+  const size_t plane = size_t(out_size) * out_size;
+  double mean = 0;
+  for (size_t i = 0; i < 3 * plane; ++i) mean += out[i];
+  const float gray_mean = static_cast<float>(mean / (3.0 * plane));
+  for (size_t p = 0; p < plane; ++p) {
+    float r = out[p] * brightness, g = out[plane + p] * brightness,
+          b = out[2 * plane + p] * brightness;
+    r = (r - gray_mean) * contrast + gray_mean;
+    g = (g - gray_mean) * contrast + gray_mean;
+    b = (b - gray_mean) * contrast + gray_mean;
+    const float luma = 0.299f * r + 0.587f * g + 0.114f * b;
+    out[p] = std::clamp(luma + (r - luma) * saturation, 0.0f, 1.0f);
+    out[plane + p] = std::clamp(luma + (g - luma) * saturation, 0.0f, 1.0f);
+    out[2 * plane + p] = std::clamp(luma + (b - luma) * saturation, 0.0f, 1.0f);
+  }
+}
+
+void plain_image(const uint8_t* src, int32_t side, int32_t out_size, float* out) {
+  resample(src, side, 0, 0, side, side, out_size, false, out);
+}
+
+}  // namespace mms

@@ -1,0 +1,20 @@
+// Training-time image augmentation on stored RGB8 squares: random resized crop, colour
+// jitter and (optionally) horizontal flip, written straight into the model's float input.
+// Pure functions of their inputs and the generator: the same seed gives the same pixels.
+#pragma once
+
+#include <cstdint>
+#include <random>
+
+#include "training/train_config.h"
+
+namespace mms {
+
+// src: side x side x 3 uint8 (HWC). Writes [3, out_size, out_size] float32 0..1 (CHW) to out.
+void augment_image(const uint8_t* src, int32_t side, int32_t out_size, const AugmentConfig& config,
+                   std::mt19937_64& rng, float* out);
+
+// The evaluation view: the whole stored square, resampled to out_size (a copy when equal).
+void plain_image(const uint8_t* src, int32_t side, int32_t out_size, float* out);
+
+}  // namespace mms

@@ -1,0 +1,39 @@
+#include "training/data_plan.h"
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+
+namespace mms {
+
+DataPlan::DataPlan(const std::vector<TrainSource>& sources, int64_t batch_size, uint64_t seed)
+    : sources_(sources), batch_size_(batch_size), seed_(seed) {
+  for (const TrainSource& s : sources_) {
+    const int64_t n = static_cast<int64_t>(s.samples.size());
+    samples_per_epoch_ += s.max_per_epoch > 0 ? std::min(n, s.max_per_epoch) : n;
+  }
+}
+
+void DataPlan::build_epoch(int64_t epoch) {
+  std::mt19937_64 rng(seed_ ^ (0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(epoch + 1)));
+  order_.clear();
+  for (const TrainSource& s : sources_) {
+    std::vector<size_t> idx(s.samples.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::shuffle(idx.begin(), idx.end(), rng);
+    size_t take = idx.size();
+    if (s.max_per_epoch > 0) take = std::min<size_t>(take, static_cast<size_t>(s.max_per_epoch));
+    for (size_t i = 0; i < take; ++i) order_.push_back(&s.samples[idx[i]]);
+  }
+  std::shuffle(order_.begin(), order_.end(), rng);
+  cached_epoch_ = epoch;
+}
+
+std::vector<const TrainSample*> DataPlan::batch(int64_t b) {
+  const int64_t epoch = b / batches_per_epoch();
+  if (epoch != cached_epoch_) build_epoch(epoch);
+  const int64_t start = (b % batches_per_epoch()) * batch_size_;
+  return {order_.begin() + start, order_.begin() + start + batch_size_};
+}
+
+}  // namespace mms

@@ -1,0 +1,45 @@
+// The training data order: which (image, caption) samples form global batch b. A pure
+// function of the seed and b, so a resumed run sees exactly the batches an uninterrupted
+// one would have, and a loader thread can build batches ahead of the trainer.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mms {
+
+struct TrainSample {
+  int32_t image = 0;  // index into the ImageStore
+  std::string caption;
+};
+
+struct TrainSource {
+  std::string name;
+  std::vector<TrainSample> samples;
+  int64_t max_per_epoch = 0;  // 0: every sample each epoch
+};
+
+class DataPlan {
+ public:
+  DataPlan(const std::vector<TrainSource>& sources, int64_t batch_size, uint64_t seed);
+
+  int64_t samples_per_epoch() const { return samples_per_epoch_; }
+  int64_t batches_per_epoch() const { return samples_per_epoch_ / batch_size_; }
+
+  // The samples of global batch b (epoch b / batches_per_epoch()). Not thread-safe: it
+  // caches the current epoch's order; use one DataPlan per thread.
+  std::vector<const TrainSample*> batch(int64_t b);
+
+ private:
+  void build_epoch(int64_t epoch);
+
+  const std::vector<TrainSource>& sources_;
+  int64_t batch_size_;
+  uint64_t seed_;
+  int64_t samples_per_epoch_ = 0;
+  int64_t cached_epoch_ = -1;
+  std::vector<const TrainSample*> order_;
+};
+
+}  // namespace mms

@@ -1,0 +1,112 @@
+#include "training/evaluate.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace mms {
+namespace {
+
+constexpr int64_t kQueryChunk = 1024;
+
+// For each query row of `queries`, the rank (1-based) of its best relevant gallery item,
+// counting every gallery item scored >= it that is not relevant as above it.
+std::vector<int64_t> best_ranks(const torch::Tensor& queries, const torch::Tensor& gallery,
+                                const std::vector<std::vector<int32_t>>& relevant) {
+  std::vector<int64_t> ranks(relevant.size());
+  for (int64_t start = 0; start < queries.size(0); start += kQueryChunk) {
+    const int64_t end = std::min(queries.size(0), start + kQueryChunk);
+    const torch::Tensor scores =
+        torch::matmul(queries.slice(0, start, end), gallery.t()).contiguous();
+    const int64_t g = gallery.size(0);
+    for (int64_t q = start; q < end; ++q) {
+      const float* row = scores.data_ptr<float>() + (q - start) * g;
+      const std::vector<int32_t>& rel = relevant[q];
+      if (rel.empty()) throw Error::internal("evaluation: a query has no relevant item");
+      float best = row[rel[0]];
+      for (int32_t r : rel) best = std::max(best, row[r]);
+      int64_t above = 0;
+      for (int64_t j = 0; j < g; ++j) above += row[j] >= best;
+      // Relevant items at or above `best` are not competitors: only the best one counts.
+      int64_t relevant_at_or_above = 0;
+      for (int32_t r : rel) relevant_at_or_above += row[r] >= best;
+      ranks[q] = above - relevant_at_or_above + 1;
+    }
+  }
+  return ranks;
+}
+
+DirectionMetrics summarize(std::vector<int64_t> ranks) {
+  DirectionMetrics m;
+  if (ranks.empty()) return m;
+  const double n = static_cast<double>(ranks.size());
+  for (int64_t r : ranks) {
+    m.r1 += r <= 1;
+    m.r5 += r <= 5;
+    m.r10 += r <= 10;
+  }
+  m.r1 *= 100.0 / n;
+  m.r5 *= 100.0 / n;
+  m.r10 *= 100.0 / n;
+  std::sort(ranks.begin(), ranks.end());
+  const size_t mid = ranks.size() / 2;
+  m.median_rank = ranks.size() % 2 ? static_cast<double>(ranks[mid])
+                                   : 0.5 * static_cast<double>(ranks[mid - 1] + ranks[mid]);
+  return m;
+}
+
+torch::Tensor as_matrix(const std::vector<float>& v, int32_t dim, size_t rows, const char* what) {
+  if (v.size() != rows * static_cast<size_t>(dim)) {
+    throw Error::invalid_argument(std::string("evaluation: ") + what + " embeddings hold " +
+                                  std::to_string(v.size()) + " floats, expected " +
+                                  std::to_string(rows) + " x " + std::to_string(dim));
+  }
+  return torch::from_blob(const_cast<float*>(v.data()),
+                          {static_cast<int64_t>(rows), static_cast<int64_t>(dim)}, torch::kFloat);
+}
+
+nlohmann::json direction_json(const DirectionMetrics& m) {
+  return {{"r1", m.r1}, {"r5", m.r5}, {"r10", m.r10}, {"median_rank", m.median_rank}};
+}
+
+}  // namespace
+
+RetrievalMetrics retrieval_metrics(const std::vector<float>& image_emb,
+                                   const std::vector<float>& text_emb, int32_t dim,
+                                   const Gallery& gallery) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor images = as_matrix(image_emb, dim, gallery.images.size(), "image");
+  const torch::Tensor texts = as_matrix(text_emb, dim, gallery.texts.size(), "text");
+  RetrievalMetrics m;
+  m.n_images = static_cast<int64_t>(gallery.images.size());
+  m.n_texts = static_cast<int64_t>(gallery.texts.size());
+  m.t2i = summarize(best_ranks(texts, images, gallery.text_to_images));
+  m.i2t = summarize(best_ranks(images, texts, gallery.image_to_texts));
+  return m;
+}
+
+double zero_shot_accuracy(const std::vector<float>& image_emb, const std::vector<float>& prompt_emb,
+                          int32_t dim, const std::vector<int32_t>& labels) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor images = as_matrix(image_emb, dim, labels.size(), "image");
+  const torch::Tensor prompts =
+      as_matrix(prompt_emb, dim, prompt_emb.size() / std::max(dim, 1), "prompt");
+  if (labels.empty()) return 0.0;
+  const torch::Tensor predicted = torch::matmul(images, prompts.t()).argmax(1).contiguous();
+  int64_t correct = 0;
+  for (size_t i = 0; i < labels.size(); ++i) correct += predicted[i].item<int64_t>() == labels[i];
+  return 100.0 * static_cast<double>(correct) / static_cast<double>(labels.size());
+}
+
+std::string retrieval_metrics_to_json(const RetrievalMetrics& m) {
+  const nlohmann::json j = {{"t2i", direction_json(m.t2i)},
+                            {"i2t", direction_json(m.i2t)},
+                            {"n_images", m.n_images},
+                            {"n_texts", m.n_texts}};
+  return j.dump(2);
+}
+
+}  // namespace mms

@@ -1,0 +1,39 @@
+// Retrieval figures by the protocol every mmsearch figure uses: the split's unique images
+// and unique texts form two galleries; a text query hits at K if any image paired with that
+// exact text is in its top K; an image query hits if any of its texts is in its top K.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "training/manifest.h"
+
+namespace mms {
+
+struct DirectionMetrics {
+  double r1 = 0, r5 = 0, r10 = 0;  // percent of queries with a hit in the top 1 / 5 / 10
+  double median_rank = 0;          // median over queries of the best relevant item's rank (1 = top)
+};
+
+struct RetrievalMetrics {
+  DirectionMetrics t2i, i2t;
+  int64_t n_images = 0, n_texts = 0;
+};
+
+// image_emb: [gallery.images.size(), dim], text_emb: [gallery.texts.size(), dim], rows of unit
+// norm, row-major. Ties are broken against the query (a relevant item tied with an
+// irrelevant one ranks below it), so a constant model scores at chance, never above it.
+RetrievalMetrics retrieval_metrics(const std::vector<float>& image_emb,
+                                   const std::vector<float>& text_emb, int32_t dim,
+                                   const Gallery& gallery);
+
+// Top-1 accuracy (percent) of classifying each image by its most similar class prompt:
+// image_emb [n, dim], prompt_emb [classes, dim], labels [n] indices into the prompts.
+double zero_shot_accuracy(const std::vector<float>& image_emb, const std::vector<float>& prompt_emb,
+                          int32_t dim, const std::vector<int32_t>& labels);
+
+// {"t2i": {"r1", "r5", "r10", "median_rank"}, "i2t": {...}, "n_images", "n_texts"}
+std::string retrieval_metrics_to_json(const RetrievalMetrics& metrics);
+
+}  // namespace mms

@@ -1,0 +1,55 @@
+// What `mmsearch train` reads: the model shape, the data, and the optimization settings, from
+// one JSON file plus `--set key=value` overrides (dotted keys, values parsed as JSON where
+// they parse, as strings otherwise). Unknown keys are errors, so a typo never trains the
+// wrong thing for an hour.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "encoders/model_config.h"
+
+namespace mms {
+
+struct TrainDataSource {
+  std::string name;           // "emoji", "openclipart", ...: names its figures in eval.json
+  std::string path;           // a JSONL manifest (or COCO / Karpathy JSON)
+  int64_t max_per_epoch = 0;  // train pairs drawn per epoch (0: all), a fresh sample each epoch
+};
+
+struct AugmentConfig {
+  float crop_scale_min = 0.6f;  // random resized crop keeps this much of the area at least
+  float crop_ratio = 1.33f;     // aspect ratio range [1/r, r]
+  float jitter = 0.2f;          // brightness, contrast and saturation factors in 1 +- jitter
+  bool hflip = false;           // off by default: flipping breaks "left"/"right" captions
+};
+
+struct TrainConfig {
+  ModelConfig model;
+  std::string tokenizer;  // path of a SentencePiece .model
+  std::vector<TrainDataSource> data;
+  std::string cache_dir = "data/cache/decoded";  // decoded-image cache shared across runs
+  int32_t epochs = 10;
+  int32_t batch_size = 128;
+  int32_t accum_steps = 1;  // optimizer step every accum_steps batches
+  double lr = 1e-3;
+  double min_lr_ratio = 0.02;  // cosine decays to lr * min_lr_ratio
+  double weight_decay = 0.05;
+  int64_t warmup_steps = 200;
+  double grad_clip = 1.0;
+  uint64_t seed = 1234;
+  int64_t checkpoint_every = 200;  // optimizer steps between checkpoints (and each epoch)
+  int32_t max_train_tokens = 0;    // cap on caption tokens while training (0: none)
+  int32_t loader_threads = 1;      // threads that augment and tokenize batches
+  int64_t eval_max_images = 2000;  // validation gallery size cap per data set
+  AugmentConfig augment;
+};
+
+// Parses the JSON text (named `name` in errors) and applies `overrides` ("a.b=value").
+TrainConfig parse_train_config(const std::string& json_text, const std::string& name,
+                               const std::vector<std::string>& overrides);
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides);
+std::string train_config_to_json(const TrainConfig& config);
+
+}  // namespace mms

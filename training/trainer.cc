@@ -1,0 +1,511 @@
+#include "training/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include "common/error.h"
+#include "encoders/nn/dual_encoder.h"
+#include "encoders/nn/weights.h"
+#include "tokenizer/tokenizer.h"
+#include "training/augment.h"
+#include "training/data_plan.h"
+#include "training/evaluate.h"
+#include "training/image_store.h"
+#include "training/manifest.h"
+
+namespace mms {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+struct Batch {
+  torch::Tensor pixels, ids, lengths, positives;
+};
+
+struct ValSet {
+  std::string name;
+  Gallery gallery;
+  std::vector<int32_t> image_index;  // gallery image -> ImageStore index
+};
+
+struct Data {
+  ImageStore store;
+  std::vector<TrainSource> sources;
+  std::vector<ValSet> val;
+};
+
+void write_file_atomic(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out.flush()) throw Error::io("cannot write '" + tmp.string() + "'");
+  }
+  fs::rename(tmp, path);
+}
+
+Data load_data(const TrainConfig& config, int32_t threads) {
+  Data data;
+  std::vector<std::string> paths;
+  std::unordered_map<std::string, int32_t> index_of;
+  auto image_index = [&](const std::string& path) {
+    auto [it, added] = index_of.emplace(path, static_cast<int32_t>(paths.size()));
+    if (added) paths.push_back(path);
+    return it->second;
+  };
+  std::vector<std::vector<Pair>> val_pairs;
+  for (const TrainDataSource& source : config.data) {
+    TrainSource ts{source.name, {}, source.max_per_epoch};
+    std::vector<Pair> val;
+    for (Pair& p : read_pairs(source.path)) {
+      if (p.split == Split::kTrain)
+        ts.samples.push_back({image_index(p.image), std::move(p.caption)});
+      if (p.split == Split::kVal) val.push_back(std::move(p));
+    }
+    if (ts.samples.empty()) {
+      throw Error::invalid_argument("training data '" + source.path + "' has no train pairs");
+    }
+    // A bounded validation gallery: the first eval_max_images images and their captions.
+    std::unordered_map<std::string, bool> kept;
+    std::vector<Pair> capped;
+    for (Pair& p : val) {
+      if (!kept.count(p.image)) {
+        if (static_cast<int64_t>(kept.size()) >= config.eval_max_images) continue;
+        kept[p.image] = true;
+      }
+      image_index(p.image);
+      capped.push_back(std::move(p));
+    }
+    data.sources.push_back(std::move(ts));
+    val_pairs.push_back(std::move(capped));
+  }
+
+  const auto t0 = Clock::now();
+  data.store = build_image_store(paths, config.model.image.image_size, threads, config.cache_dir);
+  size_t failed = 0;
+  for (const std::string& e : data.store.errors) failed += !e.empty();
+  std::cerr << "train: " << paths.size() << " images ready in "
+            << std::chrono::duration<double>(Clock::now() - t0).count() << " s";
+  if (failed) std::cerr << " (" << failed << " could not be loaded and are left out)";
+  std::cerr << "\n";
+
+  // Pairs whose image failed to load are dropped from training and validation alike.
+  for (TrainSource& s : data.sources) {
+    auto failed_image = [&](const TrainSample& t) { return !data.store.errors[t.image].empty(); };
+    s.samples.erase(std::remove_if(s.samples.begin(), s.samples.end(), failed_image),
+                    s.samples.end());
+  }
+  for (size_t i = 0; i < config.data.size(); ++i) {
+    auto failed_pair = [&](const Pair& p) {
+      return !data.store.errors[index_of.at(p.image)].empty();
+    };
+    val_pairs[i].erase(std::remove_if(val_pairs[i].begin(), val_pairs[i].end(), failed_pair),
+                       val_pairs[i].end());
+    if (val_pairs[i].empty()) continue;
+    ValSet v{config.data[i].name, make_gallery(val_pairs[i], Split::kVal), {}};
+    for (const std::string& img : v.gallery.images) v.image_index.push_back(index_of.at(img));
+    data.val.push_back(std::move(v));
+  }
+  return data;
+}
+
+// Builds batches on a background thread, a few ahead of the trainer, in order.
+class Loader {
+ public:
+  Loader(const TrainConfig& config, const Data& data, const Tokenizer& tokenizer, int64_t first,
+         int64_t last)
+      : config_(config), data_(data), tokenizer_(tokenizer), next_(first), last_(last) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~Loader() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  Batch next() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [&] { return !queue_.empty() || error_; });
+    if (error_) std::rethrow_exception(error_);
+    Batch b = std::move(queue_.front());
+    queue_.pop_front();
+    cv_.notify_all();
+    return b;
+  }
+
+ private:
+  static constexpr size_t kAhead = 3;
+
+  void run() {
+    try {
+      DataPlan plan(data_.sources, config_.batch_size, config_.seed);
+      for (int64_t b = next_; b < last_; ++b) {
+        Batch batch = build(plan, b);
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, [&] { return queue_.size() < kAhead || stop_; });
+        if (stop_) return;
+        queue_.push_back(std::move(batch));
+        cv_.notify_all();
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      error_ = std::current_exception();
+      cv_.notify_all();
+    }
+  }
+
+  Batch build(DataPlan& plan, int64_t b) {
+    const std::vector<const TrainSample*> samples = plan.batch(b);
+    const int64_t n = static_cast<int64_t>(samples.size());
+    const int32_t s = config_.model.image.image_size;
+    Batch batch;
+    batch.pixels = torch::empty({n, 3, s, s}, torch::kFloat);
+    std::vector<std::vector<int32_t>> ids(samples.size());
+    size_t width = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      std::mt19937_64 rng(config_.seed * 1000003ULL + static_cast<uint64_t>(b) * 4099ULL +
+                          static_cast<uint64_t>(i));
+      augment_image(data_.store.image(samples[i]->image), data_.store.side, s, config_.augment, rng,
+                    batch.pixels[i].data_ptr<float>());
+      ids[i] = tokenizer_.encode(samples[i]->caption);
+      if (config_.max_train_tokens > 2 && ids[i].size() > size_t(config_.max_train_tokens)) {
+        ids[i].resize(config_.max_train_tokens);
+        ids[i].back() = tokenizer_.eos_id();
+      }
+      width = std::max(width, ids[i].size());
+    }
+    batch.ids = torch::full({n, static_cast<int64_t>(width)}, tokenizer_.pad_id(), torch::kLong);
+    batch.lengths = torch::empty({n}, torch::kLong);
+    batch.positives = torch::zeros({n, n}, torch::kBool);
+    auto id = batch.ids.accessor<int64_t, 2>();
+    auto pos = batch.positives.accessor<bool, 2>();
+    for (int64_t i = 0; i < n; ++i) {
+      for (size_t c = 0; c < ids[i].size(); ++c) id[i][c] = ids[i][c];
+      batch.lengths[i] = static_cast<int64_t>(ids[i].size());
+      for (int64_t j = 0; j < n; ++j) {
+        // The same caption or the same image in two rows is a true pair, not a negative.
+        pos[i][j] =
+            samples[i]->caption == samples[j]->caption || samples[i]->image == samples[j]->image;
+      }
+    }
+    return batch;
+  }
+
+  const TrainConfig& config_;
+  const Data& data_;
+  const Tokenizer& tokenizer_;
+  int64_t next_, last_;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Batch> queue_;
+  std::exception_ptr error_;
+  bool stop_ = false;
+};
+
+double learning_rate(const TrainConfig& c, int64_t step, int64_t total_steps) {
+  if (step < c.warmup_steps) return c.lr * static_cast<double>(step + 1) / c.warmup_steps;
+  const double span = std::max<int64_t>(1, total_steps - c.warmup_steps);
+  const double progress = std::min(1.0, (step - c.warmup_steps) / span);
+  return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + std::cos(M_PI * progress)));
+}
+
+// Norms, biases, embeddings, positions and the temperature are not decayed.
+torch::optim::AdamW make_optimizer(nn::DualEncoder& model, const TrainConfig& c) {
+  std::vector<torch::Tensor> decay, no_decay;
+  for (const auto& item : model->named_parameters(true)) {
+    const std::string& name = item.key();
+    const bool is_embedding = name.find("embed") != std::string::npos;
+    (item.value().dim() < 2 || is_embedding || name == "image.pos" ? no_decay : decay)
+        .push_back(item.value());
+  }
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay)));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
+                                    torch::optim::AdamWOptions(c.lr).weight_decay(0.0)));
+  return torch::optim::AdamW(std::move(groups),
+                             torch::optim::AdamWOptions(c.lr).betas({0.9, 0.98}).eps(1e-6));
+}
+
+json evaluate_val(nn::DualEncoder& model, const Data& data, const Tokenizer& tokenizer,
+                  double& score) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  json out = json::object();
+  score = 0;
+  const int32_t s = model->config().image.image_size;
+  for (const ValSet& v : data.val) {
+    torch::Tensor pixels = torch::empty({static_cast<int64_t>(v.image_index.size()), 3, s, s});
+    for (size_t i = 0; i < v.image_index.size(); ++i) {
+      plain_image(data.store.image(v.image_index[i]), data.store.side, s,
+                  pixels[static_cast<int64_t>(i)].data_ptr<float>());
+    }
+    std::vector<std::vector<int32_t>> ids;
+    for (const std::string& t : v.gallery.texts) ids.push_back(tokenizer.encode(t));
+    const torch::Tensor img = nn::encode_images_batched(model, pixels).contiguous();
+    const torch::Tensor txt = nn::encode_texts_batched(model, ids, tokenizer.pad_id()).contiguous();
+    const RetrievalMetrics m = retrieval_metrics(
+        std::vector<float>(img.data_ptr<float>(), img.data_ptr<float>() + img.numel()),
+        std::vector<float>(txt.data_ptr<float>(), txt.data_ptr<float>() + txt.numel()),
+        model->config().embed_dim, v.gallery);
+    out[v.name] = json::parse(retrieval_metrics_to_json(m));
+    // Mean recall (R@1, R@5, R@10 of both directions): R@10 alone saturates on small sets.
+    const double mean_recall = (m.t2i.r1 + m.t2i.r5 + m.t2i.r10 + m.i2t.r1 + m.i2t.r5 + m.i2t.r10) / 6;
+    score += mean_recall / static_cast<double>(data.val.size());
+  }
+  model->train();
+  return out;
+}
+
+void export_model(nn::DualEncoder& model, const TrainConfig& config, const json& val,
+                  const fs::path& out_dir) {
+  const fs::path tmp = out_dir / "model.tmp", dst = out_dir / "model", old = out_dir / "model.old";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  write_file_atomic(tmp / "config.json", model_config_to_json(config.model));
+  write_safetensors((tmp / "model.safetensors").string(), nn::model_to_safetensors(model));
+  fs::copy_file(config.tokenizer, tmp / "tokenizer.model");
+  write_file_atomic(tmp / "eval.json", json{{"val", val}}.dump(2) + "\n");
+  fs::remove_all(old);
+  if (fs::exists(dst)) fs::rename(dst, old);
+  fs::rename(tmp, dst);
+  fs::remove_all(old);
+}
+
+struct Checkpoint {
+  int64_t step = 0;
+  double best_score = -1;
+};
+
+void save_checkpoint(nn::DualEncoder& model, torch::optim::AdamW& optimizer, const Checkpoint& ck,
+                     const fs::path& out_dir) {
+  const std::string stem = "ckpt-" + std::to_string(ck.step);
+  torch::save(model, (out_dir / (stem + ".model.pt")).string());
+  torch::save(optimizer, (out_dir / (stem + ".optim.pt")).string());
+  // checkpoint.json names the files; renaming it into place is the commit point.
+  write_file_atomic(out_dir / "checkpoint.json",
+                    json{{"step", ck.step}, {"best_score", ck.best_score}, {"stem", stem}}.dump(2));
+  for (const auto& entry : fs::directory_iterator(out_dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("ckpt-", 0) == 0 && name.rfind(stem + ".", 0) != 0) fs::remove(entry.path());
+  }
+}
+
+Checkpoint load_checkpoint(nn::DualEncoder& model, torch::optim::AdamW& optimizer,
+                           const fs::path& out_dir) {
+  const fs::path file = out_dir / "checkpoint.json";
+  std::ifstream in(file);
+  if (!in) throw Error::not_found("--resume: no checkpoint in '" + out_dir.string() + "'");
+  Checkpoint ck;
+  try {
+    const json j = json::parse(in);
+    ck.step = j.at("step").get<int64_t>();
+    ck.best_score = j.at("best_score").get<double>();
+    const std::string stem = j.at("stem").get<std::string>();
+    torch::load(model, (out_dir / (stem + ".model.pt")).string());
+    torch::load(optimizer, (out_dir / (stem + ".optim.pt")).string());
+  } catch (const json::exception& e) {
+    throw Error::corrupt("checkpoint '" + file.string() + "' is not valid: " + e.what());
+  } catch (const c10::Error& e) {
+    throw Error::corrupt("checkpoint files named by '" + file.string() +
+                         "' cannot be read: " + e.what_without_backtrace());
+  }
+  return ck;
+}
+
+std::string format_duration(double seconds) {
+  const int64_t s = static_cast<int64_t>(seconds);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", static_cast<long long>(s / 3600),
+                static_cast<long long>(s / 60 % 60), static_cast<long long>(s % 60));
+  return buf;
+}
+
+}  // namespace
+
+TrainResult train_model(const TrainConfig& config, const TrainOptions& options) {
+  const fs::path out_dir = options.out_dir;
+  fs::create_directories(out_dir);
+  if (!options.resume && fs::exists(out_dir / "checkpoint.json")) {
+    throw Error::invalid_argument(
+        "run directory '" + out_dir.string() +
+        "' already holds a checkpoint; pass --resume or use another --out");
+  }
+  torch::Device device(torch::kCPU);
+  if (options.device == "cuda") {
+    if (!torch::cuda::is_available()) {
+      throw Error::unsupported("--device cuda: this build of LibTorch sees no CUDA device");
+    }
+    device = torch::Device(torch::kCUDA);
+  }
+  write_file_atomic(out_dir / "train_config.json", train_config_to_json(config));
+
+  const Tokenizer tokenizer = Tokenizer::load(config.tokenizer);
+  if (tokenizer.vocab_size() != config.model.text.vocab_size) {
+    throw Error::mismatch(
+        "tokenizer '" + config.tokenizer + "' has " + std::to_string(tokenizer.vocab_size()) +
+        " pieces but model.text.vocab_size is " + std::to_string(config.model.text.vocab_size));
+  }
+  const int32_t threads = options.threads > 0
+                              ? options.threads
+                              : static_cast<int32_t>(std::thread::hardware_concurrency());
+  const Data data = load_data(config, threads);
+
+  torch::manual_seed(config.seed);
+  nn::DualEncoder model(config.model);
+  model->to(device);
+  torch::optim::AdamW optimizer = make_optimizer(model, config);
+
+  const int64_t batches_per_epoch =
+      DataPlan(data.sources, config.batch_size, config.seed).batches_per_epoch();
+  const int64_t steps_per_epoch = batches_per_epoch / config.accum_steps;
+  if (steps_per_epoch < 1) {
+    throw Error::invalid_argument("training data holds fewer than batch_size x accum_steps pairs");
+  }
+  const int64_t total_steps = steps_per_epoch * config.epochs;
+
+  Checkpoint ck;
+  if (options.resume) ck = load_checkpoint(model, optimizer, out_dir);
+  TrainResult result;
+  result.best_score = ck.best_score;
+  if (fs::exists(out_dir / "model")) result.model_dir = (out_dir / "model").string();
+
+  std::ofstream log(out_dir / "metrics.jsonl", std::ios::app);
+  const bool tty = !options.quiet && isatty(fileno(stderr));
+  model->train();
+  const int64_t first_step = ck.step;
+  Loader loader(config, data, tokenizer, first_step * config.accum_steps,
+                total_steps * config.accum_steps);
+  auto t_start = Clock::now(), t_window = Clock::now();
+  int64_t window_samples = 0;
+  double loss_sum = 0;
+  int64_t loss_count = 0;
+
+  for (int64_t step = first_step; step < total_steps; ++step) {
+    double step_loss = 0;
+    for (int32_t micro = 0; micro < config.accum_steps; ++micro) {
+      const Batch b = loader.next();
+      torch::Tensor loss;
+      {
+        const bool autocast = device.is_cuda();
+        if (autocast) {
+          at::autocast::set_enabled(true);
+          at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+        }
+        const torch::Tensor img = model->encode_images(b.pixels.to(device));
+        const torch::Tensor txt = model->encode_texts(b.ids.to(device), b.lengths.to(device));
+        loss = nn::contrastive_loss(img.to(torch::kFloat), txt.to(torch::kFloat), model->scale(),
+                                    b.positives.to(device));
+        if (autocast) {
+          at::autocast::set_enabled(false);
+          at::autocast::clear_cache();
+        }
+      }
+      (loss / config.accum_steps).backward();
+      step_loss += loss.item<double>() / config.accum_steps;
+      window_samples += b.pixels.size(0);
+    }
+    if (!std::isfinite(step_loss)) {
+      throw Error::internal("training diverged at step " + std::to_string(step) +
+                            " (loss is not finite); lower train.lr");
+    }
+    const double lr = learning_rate(config, step, total_steps);
+    for (auto& group : optimizer.param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    }
+    torch::nn::utils::clip_grad_norm_(model->parameters(), config.grad_clip);
+    optimizer.step();
+    optimizer.zero_grad();
+    loss_sum += step_loss;
+    ++loss_count;
+    const int64_t done = step + 1;
+    const int64_t epoch = step / steps_per_epoch + 1;
+    const bool epoch_end = done % steps_per_epoch == 0;
+
+    if (done % 10 == 0 || epoch_end) {
+      const double secs = std::chrono::duration<double>(Clock::now() - t_window).count();
+      const double rate = window_samples / std::max(secs, 1e-9);
+      const double temperature = 1.0 / model->scale().item<double>();
+      log << json{{"step", done},
+                  {"epoch", epoch},
+                  {"loss", loss_sum / loss_count},
+                  {"lr", lr},
+                  {"temperature", temperature},
+                  {"samples_per_s", rate}}
+                 .dump()
+          << "\n"
+          << std::flush;
+      if (tty) {
+        const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
+        const double eta = elapsed / (done - first_step) * (total_steps - done);
+        std::fprintf(stderr,
+                     "\repoch %lld/%d  step %lld/%lld  loss %.3f  T %.3f  %.0f samples/s  ETA %s ",
+                     static_cast<long long>(epoch), config.epochs, static_cast<long long>(done),
+                     static_cast<long long>(total_steps), loss_sum / loss_count, temperature, rate,
+                     format_duration(eta).c_str());
+      }
+      loss_sum = 0;
+      loss_count = 0;
+      window_samples = 0;
+      t_window = Clock::now();
+    }
+    if (epoch_end) {
+      double score = 0;
+      const json val = evaluate_val(model, data, tokenizer, score);
+      log << json{{"step", done}, {"epoch", epoch}, {"val", val}, {"val_score", score}}.dump()
+          << "\n"
+          << std::flush;
+      if (!options.quiet) {
+        std::fprintf(stderr, "%sepoch %lld: validation score %.2f (mean recall)%s\n", tty ? "\n" : "",
+                     static_cast<long long>(epoch), score,
+                     score > ck.best_score ? ", best so far" : "");
+      }
+      if (score > ck.best_score) {
+        ck.best_score = score;
+        export_model(model, config, val, out_dir);
+        result.model_dir = (out_dir / "model").string();
+      }
+    }
+    if (epoch_end || done % config.checkpoint_every == 0) {
+      ck.step = done;
+      save_checkpoint(model, optimizer, ck, out_dir);
+    }
+    result.steps = done;
+    if (options.stop_after_steps > 0 && done >= options.stop_after_steps && done < total_steps) {
+      if (ck.step != done) {
+        ck.step = done;
+        save_checkpoint(model, optimizer, ck, out_dir);
+      }
+      result.best_score = ck.best_score;
+      return result;
+    }
+  }
+  result.steps = total_steps;
+  result.best_score = ck.best_score;
+  result.finished = true;
+  return result;
+}
+
+}  // namespace mms
