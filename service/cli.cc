@@ -1,0 +1,213 @@
+#include "service/cli.h"
+
+#include <CLI/CLI.hpp>
+#include <exception>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/error.h"
+#include "service/cmd_model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace mms {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+// The single place where errors become exit codes: a value the user passed is bad usage,
+// everything else is a runtime failure.
+int exit_code_for(const Error& error) {
+  return error.kind() == ErrorKind::kInvalidArgument ? kExitUsage : kExitFailure;
+}
+
+int default_threads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+// A command that is part of the contract but whose implementation has not landed yet says
+// so plainly instead of pretending to work.
+[[noreturn]] void not_yet(const std::string& command, const std::string& arrives_with) {
+  throw Error::unsupported("'mmsearch " + command + "' is not available in this build yet; it " +
+                           "arrives with " + arrives_with);
+}
+
+struct Options {
+  // train
+  std::string config, out_dir, device = "cpu", master;
+  std::vector<std::string> overrides;
+  bool resume = false;
+  int world_size = 1, rank = 0;
+  // eval / index / search / serve
+  std::string model_dir = "data/models/default", manifest, json_out, index_dir, index_type;
+  std::vector<std::string> paths;
+  bool prune = false, gpu = false, json = false, reembed = false;
+  std::string text, image, target = "images", file;
+  std::string split = "test", zero_shot_template = "a photo of a {}";
+  int k = 10;
+  std::string host = "127.0.0.1", api_key;
+  int port = 8080;
+  int threads = default_threads();
+  // tokenizer-train
+  std::string corpus, tokenizer_out;
+  int vocab_size = 8000;
+};
+
+void add_threads(CLI::App* cmd, Options& o) {
+  cmd->add_option("--threads", o.threads, "Worker threads (default: all cores)")
+      ->check(CLI::Range(1, 1024));
+}
+
+void run_tokenizer_train(const Options& o) {
+  TokenizerTrainOptions options;
+  options.corpus_path = o.corpus;
+  options.vocab_size = o.vocab_size;
+  options.out_path = o.tokenizer_out;
+  options.num_threads = o.threads;
+  train_tokenizer(options);
+  const Tokenizer tokenizer = Tokenizer::load(o.tokenizer_out);
+  std::cout << "wrote " << o.tokenizer_out << " (" << tokenizer.vocab_size() << " pieces)\n";
+}
+
+bool has_subcommand(const CLI::App& app, const std::string& name) {
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    if (sub->check_name(name)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"mmsearch: find images by a sentence or by an example image", "mmsearch"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "mmsearch 0.1.0");
+  Options o;
+  std::function<void()> action;
+
+  CLI::App* train = app.add_subcommand("train", "Train the dual encoder contrastively");
+  train->add_option("--config", o.config, "Training config (JSON)")->required();
+  train->add_option("--out", o.out_dir, "Run directory (checkpoints, logs, exported model)")
+      ->required();
+  train->add_flag("--resume", o.resume, "Continue from the last checkpoint in --out");
+  train->add_option("--set", o.overrides, "Override a config value: key=value (repeatable)");
+  train->add_option("--world-size", o.world_size, "Processes in a distributed run")
+      ->check(CLI::PositiveNumber);
+  train->add_option("--rank", o.rank, "This process's rank")->check(CLI::NonNegativeNumber);
+  train->add_option("--master", o.master, "HOST:PORT of rank 0");
+  train->add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  add_threads(train, o);
+  train->callback([&] {
+    action = [&o] {
+      run_train({o.config, o.out_dir, o.device, o.overrides, o.resume, o.world_size, o.rank,
+                 o.master, o.threads});
+    };
+  });
+
+  CLI::App* eval = app.add_subcommand("eval", "Recall@K of a model on a manifest's test split");
+  eval->add_option("--model", o.model_dir, "Model directory")->required();
+  eval->add_option("--manifest", o.manifest, "JSONL manifest (or COCO / Karpathy JSON)")
+      ->required();
+  eval->add_option("--json", o.json_out, "Also write the figures to this JSON file");
+  eval->add_option("--split", o.split, "Which split to evaluate (default: test)")
+      ->check(CLI::IsMember({"train", "val", "test"}));
+  eval->add_option("--zero-shot-template", o.zero_shot_template,
+                   "Class prompt for zero-shot accuracy where the manifest has labels; {} is "
+                   "the class (default: 'a photo of a {}')");
+  add_threads(eval, o);
+  eval->callback([&] {
+    action = [&o] {
+      run_eval({o.model_dir, o.manifest, o.json_out, o.split, o.zero_shot_template, o.threads});
+    };
+  });
+
+  CLI::App* index = app.add_subcommand("index", "Index images under PATHs into an index dir");
+  index->add_option("--index", o.index_dir, "Index directory")->required();
+  index->add_option("--model", o.model_dir, "Model directory (default: the shipped model)");
+  index->add_option("paths", o.paths, "Files or folders to index");
+  index->add_option("--index-type", o.index_type, "FAISS factory string, e.g. Flat, HNSW32");
+  index->add_flag("--prune", o.prune, "Remove items whose files are gone");
+  index->add_flag("--reembed", o.reembed, "Re-embed every item with --model");
+  index->add_flag("--gpu", o.gpu, "Search on the GPU (FAISS GPU builds only)");
+  add_threads(index, o);
+  index->callback([&] { action = [] { not_yet("index", "the index work"); }; });
+
+  CLI::App* add_texts = app.add_subcommand("add-texts", "Encode a text corpus into the index");
+  add_texts->add_option("--index", o.index_dir, "Index directory")->required();
+  add_texts->add_option("file", o.file, "One text per line, or JSONL {\"text\": ...}")
+      ->required();
+  add_threads(add_texts, o);
+  add_texts->callback([&] { action = [] { not_yet("add-texts", "the index work"); }; });
+
+  CLI::App* search = app.add_subcommand("search", "Search an index by text or by image");
+  search->add_option("--index", o.index_dir, "Index directory")->required();
+  auto* text_opt = search->add_option("--text", o.text, "Query text");
+  auto* image_opt = search->add_option("--image", o.image, "Query image file");
+  text_opt->excludes(image_opt);
+  search->add_option("--target", o.target, "What to return")
+      ->check(CLI::IsMember({"images", "texts"}));
+  search->add_option("-k", o.k, "Number of results")->check(CLI::Range(1, 10000));
+  search->add_flag("--json", o.json, "Print JSON instead of a table");
+  add_threads(search, o);
+  search->callback([&] {
+    if (o.text.empty() && o.image.empty()) {
+      throw CLI::ValidationError("search", "one of --text or --image is required");
+    }
+    action = [] { not_yet("search", "the index work"); };
+  });
+
+  CLI::App* serve = app.add_subcommand("serve", "Serve search over HTTP with a web page");
+  serve->add_option("--index", o.index_dir, "Index directory")->required();
+  serve->add_option("--host", o.host, "Address to bind (default 127.0.0.1)");
+  serve->add_option("--port", o.port, "Port (default 8080)")->check(CLI::Range(1, 65535));
+  serve->add_option("--api-key", o.api_key, "Require this bearer token")
+      ->envname("MMSEARCH_API_KEY");
+  add_threads(serve, o);
+  serve->callback([&] { action = [] { not_yet("serve", "the HTTP service work"); }; });
+
+  CLI::App* tok = app.add_subcommand("tokenizer-train", "Train a SentencePiece tokenizer");
+  tok->add_option("--corpus", o.corpus, "Text corpus, one sentence per line")->required();
+  tok->add_option("--vocab-size", o.vocab_size, "Vocabulary size")->required()->check(
+      CLI::Range(16, 1000000));
+  tok->add_option("--out", o.tokenizer_out, "Output FILE.model")->required();
+  add_threads(tok, o);
+  tok->callback([&] { action = [&o] { run_tokenizer_train(o); }; });
+
+  if (argc > 1 && argv[1][0] != '-' && !has_subcommand(app, argv[1])) {
+    std::cerr << "mmsearch: unknown command '" << argv[1] << "' (see 'mmsearch --help')\n";
+    return kExitUsage;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return kExitOk;
+  } catch (const CLI::CallForAllHelp&) {
+    std::cout << app.help("", CLI::AppFormatMode::All);
+    return kExitOk;
+  } catch (const CLI::CallForVersion& e) {
+    std::cout << e.what() << "\n";
+    return kExitOk;
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "mmsearch: " << e.what() << " (see 'mmsearch --help')\n";
+    return kExitUsage;
+  }
+
+  try {
+    action();
+    return kExitOk;
+  } catch (const Error& e) {
+    std::cerr << "mmsearch: " << e.what() << "\n";
+    return exit_code_for(e);
+  } catch (const std::exception& e) {
+    std::cerr << "mmsearch: unexpected failure: " << e.what() << "\n";
+    return kExitFailure;
+  }
+}
+
+}  // namespace mms

@@ -1,0 +1,114 @@
+#include "service/cmd_model.h"
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/error.h"
+#include "encoders/embedder.h"
+#include "training/augment.h"
+#include "training/evaluate.h"
+#include "training/image_store.h"
+#include "training/manifest.h"
+#include "training/trainer.h"
+
+namespace mms {
+namespace {
+
+int32_t resolve_threads(int threads) {
+  return threads > 0 ? threads : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+void print_direction(const char* name, const DirectionMetrics& m) {
+  std::printf("%-12s %6.2f %6.2f %6.2f %8.1f\n", name, m.r1, m.r5, m.r10, m.median_rank);
+}
+
+}  // namespace
+
+void run_train(const TrainCommand& c) {
+  if (c.world_size > 1) {
+    throw Error::unsupported("--world-size " + std::to_string(c.world_size) +
+                             ": distributed training is not available in this build yet");
+  }
+  const int32_t threads = resolve_threads(c.threads);
+  set_compute_threads(threads);
+  const TrainConfig config = load_train_config(c.config, c.overrides);
+  TrainOptions options;
+  options.out_dir = c.out_dir;
+  options.resume = c.resume;
+  options.device = c.device;
+  options.threads = threads;
+  const TrainResult r = train_model(config, options);
+  std::cout << "trained " << r.steps << " steps; best validation score " << r.best_score
+            << " (mean recall, %); model: " << (r.model_dir.empty() ? "none" : r.model_dir) << "\n";
+}
+
+void run_eval(const EvalCommand& c) {
+  const int32_t threads = resolve_threads(c.threads);
+  set_compute_threads(threads);
+  const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir);
+  const std::vector<Pair> pairs = read_pairs(c.manifest);
+  const Split split = parse_split(c.split);
+  const Gallery gallery = make_gallery(pairs, split);
+  if (gallery.images.empty()) {
+    throw Error::invalid_argument("manifest '" + c.manifest + "' has no pairs in the " + c.split +
+                                  " split");
+  }
+  const int32_t s = embedder->image_size();
+  const ImageStore store = build_image_store(gallery.images, s, threads, "");
+  for (size_t i = 0; i < store.errors.size(); ++i) {
+    if (!store.errors[i].empty()) {
+      throw Error::corrupt("evaluation image cannot be loaded: " + store.errors[i]);
+    }
+  }
+  std::vector<float> pixels(gallery.images.size() * 3 * size_t(s) * s);
+  for (size_t i = 0; i < gallery.images.size(); ++i) {
+    plain_image(store.image(i), store.side, s, pixels.data() + i * 3 * size_t(s) * s);
+  }
+  const std::vector<float> image_emb =
+      embedder->embed_pixels(pixels.data(), static_cast<int64_t>(gallery.images.size()));
+  const std::vector<float> text_emb = embedder->embed_texts(gallery.texts);
+  const RetrievalMetrics m = retrieval_metrics(image_emb, text_emb, embedder->dim(), gallery);
+  nlohmann::json out = nlohmann::json::parse(retrieval_metrics_to_json(m));
+
+  // Zero-shot classification where the manifest carries class labels.
+  std::vector<std::string> classes;
+  std::vector<int32_t> labels;
+  for (size_t i = 0; i < gallery.images.size(); ++i) {
+    const std::string& label = gallery.image_labels.empty() ? std::string() : gallery.image_labels[i];
+    if (label.empty()) {
+      labels.clear();
+      break;
+    }
+    auto it = std::find(classes.begin(), classes.end(), label);
+    if (it == classes.end()) it = classes.insert(classes.end(), label);
+    labels.push_back(static_cast<int32_t>(it - classes.begin()));
+  }
+  std::printf("%s split of %s: %lld images, %lld texts\n", c.split.c_str(), c.manifest.c_str(),
+              static_cast<long long>(m.n_images), static_cast<long long>(m.n_texts));
+  std::printf("%-12s %6s %6s %6s %8s\n", "", "R@1", "R@5", "R@10", "med.rank");
+  print_direction("text->image", m.t2i);
+  print_direction("image->text", m.i2t);
+  if (!labels.empty() && classes.size() > 1) {
+    std::vector<std::string> prompts;
+    for (const std::string& cls : classes) {
+      std::string p = c.zero_shot_template;
+      const size_t at = p.find("{}");
+      prompts.push_back(at == std::string::npos ? p + " " + cls : p.replace(at, 2, cls));
+    }
+    const double acc = zero_shot_accuracy(image_emb, embedder->embed_texts(prompts), embedder->dim(),
+                                          labels);
+    out["zero_shot_acc"] = acc;
+    out["zero_shot_classes"] = classes.size();
+    std::printf("zero-shot classification over %zu classes: %.2f%%\n", classes.size(), acc);
+  }
+  if (!c.json_out.empty()) {
+    std::ofstream f(c.json_out, std::ios::trunc);
+    f << out.dump(2) << "\n";
+    if (!f.flush()) throw Error::io("cannot write '" + c.json_out + "'");
+  }
+}
+
+}  // namespace mms

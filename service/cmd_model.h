@@ -1,0 +1,26 @@
+// The model commands of the CLI: `train` and `eval`. Each returns normally or throws Error.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace mms {
+
+struct TrainCommand {
+  std::string config, out_dir, device = "cpu";
+  std::vector<std::string> overrides;
+  bool resume = false;
+  int world_size = 1, rank = 0;
+  std::string master;
+  int threads = 0;
+};
+void run_train(const TrainCommand& command);
+
+struct EvalCommand {
+  std::string model_dir, manifest, json_out, split = "test";
+  std::string zero_shot_template = "a photo of a {}";
+  int threads = 0;
+};
+void run_eval(const EvalCommand& command);
+
+}  // namespace mms
