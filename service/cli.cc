@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "service/cmd_index.h"
 #include "service/cmd_model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -46,13 +47,15 @@ struct Options {
   // eval / index / search / serve
   std::string model_dir = "data/models/default", manifest, json_out, index_dir, index_type;
   std::vector<std::string> paths;
-  bool prune = false, gpu = false, json = false, reembed = false;
+  bool prune = false, gpu = false, json = false, reembed = false, follow_links = false;
+  std::string captions;
   std::string text, image, target = "images", file;
   std::string split = "test", zero_shot_template = "a photo of a {}";
   int k = 10;
   std::string host = "127.0.0.1", api_key;
   int port = 8080;
   int threads = default_threads();
+  int batch_size = 64;
   // tokenizer-train
   std::string corpus, tokenizer_out;
   int vocab_size = 8000;
@@ -134,15 +137,27 @@ int run_cli(int argc, char** argv) {
   index->add_flag("--prune", o.prune, "Remove items whose files are gone");
   index->add_flag("--reembed", o.reembed, "Re-embed every item with --model");
   index->add_flag("--gpu", o.gpu, "Search on the GPU (FAISS GPU builds only)");
+  index->add_option("--batch-size", o.batch_size, "Images per transaction (default 64)")
+      ->check(CLI::Range(1, 4096));
+  index->add_flag("--follow-links", o.follow_links, "Follow symbolic links (loops are detected)");
+  index->add_option("--captions", o.captions, "Manifest (JSONL/COCO/Karpathy) whose captions attach to the images");
   add_threads(index, o);
-  index->callback([&] { action = [] { not_yet("index", "the index work"); }; });
+  index->callback([&] {
+    action = [&o] {
+      run_index({o.index_dir, o.model_dir, o.index_type, o.captions, o.paths, o.prune, o.gpu,
+                 o.reembed, o.follow_links, o.threads, o.batch_size});
+    };
+  });
 
   CLI::App* add_texts = app.add_subcommand("add-texts", "Encode a text corpus into the index");
   add_texts->add_option("--index", o.index_dir, "Index directory")->required();
   add_texts->add_option("file", o.file, "One text per line, or JSONL {\"text\": ...}")
       ->required();
+  add_texts->add_option("--model", o.model_dir, "Model directory (default: the shipped model)");
   add_threads(add_texts, o);
-  add_texts->callback([&] { action = [] { not_yet("add-texts", "the index work"); }; });
+  add_texts->callback([&] {
+    action = [&o] { run_add_texts({o.index_dir, o.model_dir, o.file, o.threads}); };
+  });
 
   CLI::App* search = app.add_subcommand("search", "Search an index by text or by image");
   search->add_option("--index", o.index_dir, "Index directory")->required();
@@ -153,12 +168,15 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::IsMember({"images", "texts"}));
   search->add_option("-k", o.k, "Number of results")->check(CLI::Range(1, 10000));
   search->add_flag("--json", o.json, "Print JSON instead of a table");
+  search->add_option("--model", o.model_dir, "Model directory (default: the shipped model)");
   add_threads(search, o);
   search->callback([&] {
     if (o.text.empty() && o.image.empty()) {
       throw CLI::ValidationError("search", "one of --text or --image is required");
     }
-    action = [] { not_yet("search", "the index work"); };
+    action = [&o] {
+      run_search({o.index_dir, o.model_dir, o.text, o.image, o.target, o.k, o.json, o.threads});
+    };
   });
 
   CLI::App* serve = app.add_subcommand("serve", "Serve search over HTTP with a web page");

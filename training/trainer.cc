@@ -106,6 +106,10 @@ Data load_data(const TrainConfig& config, int32_t threads) {
             << std::chrono::duration<double>(Clock::now() - t0).count() << " s";
   if (failed) std::cerr << " (" << failed << " could not be loaded and are left out)";
   std::cerr << "\n";
+  size_t shown = 0;
+  for (const std::string& e : data.store.errors) {
+    if (!e.empty() && shown++ < 3) std::cerr << "train: left out: " << e << "\n";
+  }
 
   // Pairs whose image failed to load are dropped from training and validation alike.
   for (TrainSource& s : data.sources) {

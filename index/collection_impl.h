@@ -1,0 +1,54 @@
+// Collection's state, shared by collection.cc (catalog: open, items, texts) and
+// collection_search.cc (FAISS indexes: sync, reload, search). Internal to index/.
+#pragma once
+
+#include <faiss/Index.h>
+
+#include <array>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+
+#include "index/collection.h"
+#include "index/faiss_store.h"
+#include "index/sqlite_db.h"
+
+namespace mms {
+
+// A search index in memory and what it was built from.
+struct LoadedIndex {
+  std::unique_ptr<faiss::Index> index;
+  std::string index_type;  // as built
+  FaissFileStamp stamp;    // of the file it came from or went to; empty when only in memory
+  int64_t generation = -1;
+};
+
+struct Collection::Impl {
+  std::string dir;
+  std::string fingerprint;
+  int32_t dim = 0;
+
+  // Guards db and every statement run on it.
+  mutable std::mutex db_mutex;
+  std::unique_ptr<SqliteDb> db;
+
+  // One sync or reload at a time; held across a rebuild, which can take minutes.
+  std::mutex sync_mutex;
+  // Shared by searches; exclusive to swap or retune `loaded`.
+  mutable std::shared_mutex search_mutex;
+  std::array<LoadedIndex, 2> loaded;  // by Target
+  SearchParams params;
+};
+
+// Little-endian float32, the catalog's BLOB layout (this build only targets such machines).
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "catalog vectors are stored as little-endian float32; add byte swapping here");
+
+std::string catalog_path(const std::string& dir);
+
+// Synchronizes both targets. best_effort: a file that cannot be written (read-only folder or
+// catalog) leaves the rebuilt index in memory instead of throwing.
+void sync_all_indexes(Collection::Impl& impl, bool best_effort);
+
+}  // namespace mms

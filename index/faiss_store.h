@@ -1,0 +1,66 @@
+// FAISS indexes as the Collection uses them: built from catalog vectors with catalog ids
+// (an IndexIDMap around any factory type, inner product), written to plain FAISS files with a
+// size + FNV-1a stamp, and read back only when the file's bytes match a stamp recorded in the
+// catalog, because faiss::read_index trusts its input. Every faiss::FaissException is turned
+// into an mms::Error here. Internal to index/; FAISS types appear only forward-declared.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace faiss {
+struct Index;
+}
+
+namespace mms {
+
+// What a FAISS file held when it was written: its byte size and fnv1a64 of its bytes (hex).
+struct FaissFileStamp {
+  int64_t size = 0;
+  std::string hash;
+  bool operator==(const FaissFileStamp& o) const { return size == o.size && hash == o.hash; }
+};
+
+struct BuiltIndex {
+  std::unique_ptr<faiss::Index> index;  // an IndexIDMap whose ids are catalog ids
+  std::string type;                     // the factory string actually built
+};
+
+// Throws Error::invalid_argument naming `type` when FAISS cannot make an index of that
+// factory string for `dim`-d vectors, or when it names an IDMap (ids are ours to add).
+void check_faiss_index_type(const std::string& type, int32_t dim);
+
+// Builds an index of factory `type` over vectors [n, dim] float32 row-major with ids [n],
+// metric inner product, training it on those vectors when the type needs training. When the
+// vectors cannot train it (none, or fewer than an IVF has lists) it builds "Flat" instead
+// and says so in BuiltIndex::type.
+BuiltIndex build_faiss_index(const std::string& type, int32_t dim,
+                             const std::vector<float>& vectors, const std::vector<int64_t>& ids);
+
+// Writes `index` to `path` (created or truncated) and flushes it to disk. Throws Error::io.
+FaissFileStamp write_faiss_file(const faiss::Index& index, const std::string& path);
+
+// The stamp of the file at `path` as it is now; nullopt when it cannot be read.
+std::optional<FaissFileStamp> stamp_faiss_file(const std::string& path);
+
+// Reads the index at `path` only after its bytes match `expected`, and only returns it when it
+// is an IndexIDMap of `count` vectors of `dim` with inner-product metric. Returns nullptr when
+// anything is off (missing, other size or hash, FAISS refuses it, other shape): the caller
+// rebuilds from the catalog.
+std::unique_ptr<faiss::Index> read_verified_faiss_file(const std::string& path,
+                                                       const FaissFileStamp& expected, int32_t dim,
+                                                       int64_t count);
+
+// Sets query-time knobs on whatever `index` wraps: nprobe of an IVF (capped at its list count),
+// efSearch of an HNSW. Other types ignore them. Not safe while another thread searches `index`.
+void set_faiss_search_params(faiss::Index* index, int32_t nprobe, int32_t ef_search);
+
+// queries [nq, d]; fills scores and ids [nq, k], best first (id -1 where fewer than k vectors
+// exist). Safe to call concurrently on one index. Throws Error::internal.
+void search_faiss(const faiss::Index& index, const float* queries, int64_t nq, int64_t k,
+                  float* scores, int64_t* ids);
+
+}  // namespace mms

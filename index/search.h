@@ -1,0 +1,36 @@
+// Searching a collection with a text or an example image: the one implementation behind
+// `mmsearch search` and the HTTP service, so both answer the same.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mms {
+
+class Collection;
+class Embedder;
+
+enum class SearchTarget { kImages, kTexts };
+
+// "images" / "texts"; throws Error::invalid_argument for anything else.
+SearchTarget parse_search_target(const std::string& name);
+
+struct SearchResult {
+  int64_t id = 0;
+  float score = 0;      // inner product of unit vectors (cosine similarity)
+  std::string path;     // images: the file
+  std::string text;     // texts: the text
+  std::string caption;  // images: the attached caption, if any
+};
+
+// Query embeddings, [dim] unit norm. The image is loaded with the default ImageLimits.
+std::vector<float> embed_text_query(const Embedder& embedder, const std::string& text);
+std::vector<float> embed_image_query(const Embedder& embedder, const std::string& image_path);
+
+// The k best items (or texts) for `query`, best first.
+std::vector<SearchResult> search_collection(const Collection& collection,
+                                            const std::vector<float>& query, SearchTarget target,
+                                            int32_t k);
+
+}  // namespace mms

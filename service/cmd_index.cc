@@ -1,0 +1,156 @@
+#include "service/cmd_index.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/error.h"
+#include "encoders/embedder.h"
+#include "index/collection.h"
+#include "index/indexer.h"
+#include "index/search.h"
+#include "training/manifest.h"
+
+namespace mms {
+namespace {
+
+int32_t resolve_threads(int threads) {
+  return threads > 0 ? threads : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+std::unique_ptr<Collection> open_collection(const std::string& dir, const Embedder& embedder,
+                                            const std::string& index_type) {
+  CollectionOptions options;
+  options.model_fingerprint = embedder.fingerprint();
+  options.dim = embedder.dim();
+  options.index_type = index_type;
+  return Collection::open(dir, options);
+}
+
+}  // namespace
+
+void run_index(const IndexCommand& c) {
+  if (c.gpu) {
+    throw Error::unsupported("--gpu: this build of mmsearch has no FAISS GPU support "
+                             "(configure with -DMMSEARCH_CUDA=ON on a CUDA machine)");
+  }
+  if (c.paths.empty() && !c.reembed) {
+    throw Error::invalid_argument("index: give at least one PATH to index");
+  }
+  const int32_t threads = resolve_threads(c.threads);
+  set_compute_threads(threads);
+  const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir);
+  CollectionOptions collection_options;
+  collection_options.model_fingerprint = embedder->fingerprint();
+  collection_options.dim = embedder->dim();
+  collection_options.index_type = c.index_type;
+  collection_options.reembed = c.reembed;
+  const std::unique_ptr<Collection> collection = Collection::open(c.index_dir, collection_options);
+  std::vector<std::string> paths = c.paths;
+  if (c.reembed) {
+    // Every item whose vector belongs to the old model is embedded again from its file, and
+    // every text from its stored string; a run that is interrupted resumes where it stopped.
+    for (int64_t after = 0;;) {
+      const std::vector<ItemRecord> page = collection->list_items(after, 1000);
+      if (page.empty()) break;
+      for (const ItemRecord& item : page) {
+        std::error_code ec;  // a file gone since stays stale (and --prune removes it)
+        if (item.status == ItemStatus::kStale && std::filesystem::exists(item.path, ec)) {
+          paths.push_back(item.path);
+        }
+      }
+      after = page.back().id;
+    }
+    std::vector<std::string> texts;
+    for (int64_t after = 0;;) {
+      const std::vector<TextRecord> page = collection->list_texts(after, 1000);
+      if (page.empty()) break;
+      for (const TextRecord& t : page) {
+        if (!t.has_vector) texts.push_back(t.text);
+      }
+      after = page.back().id;
+    }
+    if (!texts.empty()) collection->add_texts(texts, embedder->embed_texts(texts), "reembed");
+  }
+  IndexOptions options;
+  options.threads = threads;
+  options.prune = c.prune;
+  options.follow_links = c.follow_links;
+  options.batch_size = c.batch_size;
+  if (!c.captions.empty()) {
+    for (const Pair& p : read_pairs(c.captions)) options.captions.emplace(p.image, p.caption);
+  }
+  const IndexSummary summary = index_paths(*collection, *embedder, paths, options);
+  std::cout << format_summary(summary) << "\n";
+}
+
+void run_add_texts(const AddTextsCommand& c) {
+  set_compute_threads(resolve_threads(c.threads));
+  std::ifstream in(c.file);
+  if (!in) throw Error::not_found("text file '" + c.file + "' does not exist or is unreadable");
+  std::vector<std::string> texts;
+  std::string line;
+  for (int64_t number = 1; std::getline(in, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (line[0] == '{') {
+      try {
+        const nlohmann::json j = nlohmann::json::parse(line);
+        texts.push_back(j.at("text").get<std::string>());
+      } catch (const nlohmann::json::exception& e) {
+        throw Error::corrupt("text file '" + c.file + "' line " + std::to_string(number) +
+                             ": not a JSON object with a string \"text\" (" + e.what() + ")");
+      }
+    } else {
+      texts.push_back(line);
+    }
+  }
+  const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir);
+  const std::unique_ptr<Collection> collection = open_collection(c.index_dir, *embedder, "");
+  const std::vector<float> vectors = embedder->embed_texts(texts);
+  collection->add_texts(texts, vectors, c.file);
+  collection->sync_indexes();
+  std::cout << "added " << texts.size() << " texts; the index holds " << collection->text_count()
+            << "\n";
+}
+
+void run_search(const SearchCommand& c) {
+  const auto t0 = std::chrono::steady_clock::now();
+  set_compute_threads(resolve_threads(c.threads));
+  const SearchTarget target = parse_search_target(c.target);
+  const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir);
+  const std::unique_ptr<Collection> collection =
+      Collection::open_for_search(c.index_dir, embedder->fingerprint());
+  const std::vector<float> query = c.text.empty() ? embed_image_query(*embedder, c.image)
+                                                  : embed_text_query(*embedder, c.text);
+  const std::vector<SearchResult> hits = search_collection(*collection, query, target, c.k);
+  const double took_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (c.json) {
+    nlohmann::json results = nlohmann::json::array();
+    for (const SearchResult& h : hits) {
+      nlohmann::json r = {{"id", h.id}, {"score", h.score}};
+      if (target == SearchTarget::kImages) {
+        r["path"] = h.path;
+        if (!h.caption.empty()) r["caption"] = h.caption;
+      } else {
+        r["text"] = h.text;
+      }
+      results.push_back(r);
+    }
+    std::cout << nlohmann::json{{"results", results}, {"took_ms", took_ms}}.dump(2) << "\n";
+    return;
+  }
+  std::printf("%4s  %6s  %s\n", "rank", "score", target == SearchTarget::kImages ? "path" : "text");
+  for (size_t i = 0; i < hits.size(); ++i) {
+    const SearchResult& h = hits[i];
+    std::printf("%4zu  %6.3f  %s\n", i + 1, h.score,
+                (target == SearchTarget::kImages ? h.path : h.text).c_str());
+  }
+  if (hits.empty()) std::printf("(no results: the index is empty)\n");
+}
+
+}  // namespace mms

@@ -1,0 +1,138 @@
+// `mmsearch index` and `mmsearch search` as a user runs them: a run killed with SIGKILL in
+// the middle loses nothing once re-run, the CLI's results equal the library's, and an index
+// refuses a model other than the one that built it.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "common/error.h"
+#include "encoders/embedder.h"
+#include "index/collection.h"
+#include "index/search.h"
+#include "index_test_support.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kProgram = std::string(MMS_BINARY_DIR) + "/mmsearch";
+
+// Runs the program with `args`; returns {exit code, stdout}.
+std::pair<int, std::string> run(const std::string& args) {
+  FILE* pipe = popen((kProgram + " " + args + " 2>/dev/null").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+class IndexCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("mms_index_cli_test_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "photos");
+    mms::testing::make_tiny_model(dir_ / "model");
+    for (int i = 0; i < kImages; ++i) {
+      mms::testing::write_test_jpeg(dir_ / "photos" / ("img" + std::to_string(i) + ".jpg"), i + 1);
+    }
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string common() const {
+    return "--index " + (dir_ / "index").string() + " --model " + (dir_ / "model").string() +
+           " --threads 1";
+  }
+
+  static constexpr int kImages = 240;
+  fs::path dir_;
+};
+
+TEST_F(IndexCliTest, AKilledRunLosesNothingOnceRunAgain) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string index = (dir_ / "index").string(), model = (dir_ / "model").string(),
+                      photos = (dir_ / "photos").string();
+    freopen("/dev/null", "w", stderr);
+    freopen("/dev/null", "w", stdout);
+    execl(kProgram.c_str(), kProgram.c_str(), "index", "--index", index.c_str(), "--model",
+          model.c_str(), "--threads", "1", "--batch-size", "8", photos.c_str(), nullptr);
+    _exit(127);
+  }
+  // Kill as soon as some batches are committed, while others are still in flight.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  int64_t committed = 0;
+  while (std::chrono::steady_clock::now() < deadline && committed < 16) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (!fs::exists(dir_ / "index/catalog.sqlite")) continue;
+    try {
+      auto c = mms::Collection::open_for_search((dir_ / "index").string(),
+                                                mms::Embedder::load((dir_ / "model").string())->fingerprint());
+      committed = c->item_count();
+    } catch (const mms::Error&) {
+    }
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
+  ASSERT_GE(committed, 8);
+
+  const auto [code, out] = run("index " + common() + " " + (dir_ / "photos").string());
+  ASSERT_EQ(code, 0) << out;
+  auto embedder = mms::Embedder::load((dir_ / "model").string());
+  auto c = mms::Collection::open_for_search((dir_ / "index").string(), embedder->fingerprint());
+  EXPECT_EQ(c->item_count(), kImages);
+  EXPECT_EQ(c->item_count(mms::ItemStatus::kOk), kImages);
+  std::set<std::string> paths;
+  for (const auto& item : c->list_items(0, 100000)) paths.insert(item.path);
+  EXPECT_EQ(paths.size(), static_cast<size_t>(kImages));
+  // Every image is searchable: each finds itself.
+  const std::string probe = (dir_ / "photos/img7.jpg").string();
+  const auto hits = mms::search_collection(*c, mms::embed_image_query(*embedder, probe),
+                                           mms::SearchTarget::kImages, 1);
+  ASSERT_EQ(hits.size(), 1u);
+  EXPECT_EQ(hits[0].path, probe);
+}
+
+TEST_F(IndexCliTest, SearchResultsAreTheSameFromTheCliAndTheLibrary) {
+  ASSERT_EQ(run("index " + common() + " " + (dir_ / "photos").string()).first, 0);
+  const auto [code, out] = run("search " + common() + " --text \"a red circle\" -k 5 --json");
+  ASSERT_EQ(code, 0) << out;
+  const auto cli = nlohmann::json::parse(out).at("results");
+
+  auto embedder = mms::Embedder::load((dir_ / "model").string());
+  auto c = mms::Collection::open_for_search((dir_ / "index").string(), embedder->fingerprint());
+  const auto lib = mms::search_collection(*c, mms::embed_text_query(*embedder, "a red circle"),
+                                          mms::SearchTarget::kImages, 5);
+  ASSERT_EQ(cli.size(), lib.size());
+  for (size_t i = 0; i < lib.size(); ++i) {
+    EXPECT_EQ(cli[i].at("id").get<int64_t>(), lib[i].id);
+    EXPECT_EQ(cli[i].at("path").get<std::string>(), lib[i].path);
+    EXPECT_NEAR(cli[i].at("score").get<double>(), lib[i].score, 1e-6);
+  }
+}
+
+TEST_F(IndexCliTest, AnIndexRefusesAnotherModel) {
+  ASSERT_EQ(run("index " + common() + " " + (dir_ / "photos").string()).first, 0);
+  mms::testing::make_tiny_model(dir_ / "other", /*seed=*/2);
+  const std::string other = "--index " + (dir_ / "index").string() + " --model " +
+                            (dir_ / "other").string();
+  EXPECT_EQ(run("search " + other + " --text red").first, 1);
+  EXPECT_EQ(run("index " + other + " " + (dir_ / "photos").string()).first, 1);
+}
+
+TEST_F(IndexCliTest, BadUsageExitsTwo) {
+  EXPECT_EQ(run("search --index x").first, 2);           // neither --text nor --image
+  EXPECT_EQ(run("search --index x --text a -k 0").first, 2);
+  EXPECT_EQ(run("frobnicate").first, 2);
+}
+
+}  // namespace
