@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -127,6 +128,29 @@ TEST_F(IndexCliTest, AnIndexRefusesAnotherModel) {
                             (dir_ / "other").string();
   EXPECT_EQ(run("search " + other + " --text red").first, 1);
   EXPECT_EQ(run("index " + other + " " + (dir_ / "photos").string()).first, 1);
+}
+
+TEST_F(IndexCliTest, AddedTextsAreSearchableAndLongTextsAreKeptWhole) {
+  std::string long_text = "a red circle";
+  for (int i = 0; i < 3000; ++i) long_text += " on white";  // far beyond 77 tokens
+  {
+    std::ofstream f(dir_ / "texts.txt");
+    f << "a red circle\n\nthe green star\n{\"text\": \"a blue square on white\"}\n" << long_text << "\n";
+  }
+  ASSERT_EQ(run("add-texts " + common() + " " + (dir_ / "texts.txt").string()).first, 0);
+  // Adding the same file again does not duplicate texts.
+  ASSERT_EQ(run("add-texts " + common() + " " + (dir_ / "texts.txt").string()).first, 0);
+  const auto [code, out] = run("search " + common() + " --text \"the green star\" --target texts -k 10 --json");
+  ASSERT_EQ(code, 0) << out;
+  const auto results = nlohmann::json::parse(out).at("results");
+  ASSERT_EQ(results.size(), 4u);
+  EXPECT_EQ(results[0].at("text").get<std::string>(), "the green star");
+  EXPECT_NEAR(results[0].at("score").get<double>(), 1.0, 1e-4);
+  bool long_found = false;
+  for (const auto& r : results) long_found |= r.at("text").get<std::string>() == long_text;
+  EXPECT_TRUE(long_found);
+  std::ofstream(dir_ / "bad.jsonl") << "{\"txt\": 1}\n";
+  EXPECT_EQ(run("add-texts " + common() + " " + (dir_ / "bad.jsonl").string()).first, 1);
 }
 
 TEST_F(IndexCliTest, BadUsageExitsTwo) {
