@@ -30,8 +30,14 @@ std::vector<SearchResult> search_collection(const Collection& collection,
   const bool images = target == SearchTarget::kImages;
   const auto found = collection.search(
       images ? Collection::Target::kImages : Collection::Target::kTexts, query.data(), 1, k);
+  return resolve_hits(collection, found.at(0), target);
+}
+
+std::vector<SearchResult> resolve_hits(const Collection& collection,
+                                       const std::vector<SearchHit>& found, SearchTarget target) {
+  const bool images = target == SearchTarget::kImages;
   std::vector<SearchResult> hits;
-  for (const SearchHit& found_hit : found.at(0)) {
+  for (const SearchHit& found_hit : found) {
     SearchResult h;
     h.id = found_hit.id;
     h.score = found_hit.score;

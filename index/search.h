@@ -10,6 +10,7 @@ namespace mms {
 
 class Collection;
 class Embedder;
+struct SearchHit;
 
 enum class SearchTarget { kImages, kTexts };
 
@@ -27,6 +28,11 @@ struct SearchResult {
 // Query embeddings, [dim] unit norm. The image is loaded with the default ImageLimits.
 std::vector<float> embed_text_query(const Embedder& embedder, const std::string& text);
 std::vector<float> embed_image_query(const Embedder& embedder, const std::string& image_path);
+
+// Hits of Collection::search turned into results (path and caption, or text), in order;
+// hits whose item or text was removed since the index snapshot are dropped.
+std::vector<SearchResult> resolve_hits(const Collection& collection,
+                                       const std::vector<SearchHit>& hits, SearchTarget target);
 
 // The k best items (or texts) for `query`, best first.
 std::vector<SearchResult> search_collection(const Collection& collection,

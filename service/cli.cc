@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <string>
@@ -11,12 +12,14 @@
 #include "common/error.h"
 #include "service/cmd_index.h"
 #include "service/cmd_model.h"
+#include "service/http_server.h"
 #include "tokenizer/tokenizer.h"
 
 namespace mms {
 namespace {
 
 constexpr int kExitOk = 0;
+constexpr const char* kDefaultModel = "data/models/default";
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
@@ -31,13 +34,6 @@ int default_threads() {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
-// A command that is part of the contract but whose implementation has not landed yet says
-// so plainly instead of pretending to work.
-[[noreturn]] void not_yet(const std::string& command, const std::string& arrives_with) {
-  throw Error::unsupported("'mmsearch " + command + "' is not available in this build yet; it " +
-                           "arrives with " + arrives_with);
-}
-
 struct Options {
   // train
   std::string config, out_dir, device = "cpu", master;
@@ -45,7 +41,7 @@ struct Options {
   bool resume = false;
   int world_size = 1, rank = 0;
   // eval / index / search / serve
-  std::string model_dir = "data/models/default", manifest, json_out, index_dir, index_type;
+  std::string model_dir = kDefaultModel, manifest, json_out, index_dir, index_type;
   std::vector<std::string> paths;
   bool prune = false, gpu = false, json = false, reembed = false, follow_links = false;
   std::string captions;
@@ -54,8 +50,12 @@ struct Options {
   int k = 10;
   std::string host = "127.0.0.1", api_key;
   int port = 8080;
+  int64_t max_body_bytes = ServeLimits{}.max_body_bytes;
+  int http_threads = ServeLimits{}.http_threads;
+  int64_t max_queue = BatcherOptions{}.max_queue;
   int threads = default_threads();
   int batch_size = 64;
+  int nprobe = 16, ef_search = 64;
   // tokenizer-train
   std::string corpus, tokenizer_out;
   int vocab_size = 8000;
@@ -169,13 +169,18 @@ int run_cli(int argc, char** argv) {
   search->add_option("-k", o.k, "Number of results")->check(CLI::Range(1, 10000));
   search->add_flag("--json", o.json, "Print JSON instead of a table");
   search->add_option("--model", o.model_dir, "Model directory (default: the shipped model)");
+  search->add_option("--nprobe", o.nprobe, "IVF lists visited per query (default 16)")
+      ->check(CLI::Range(1, 65536));
+  search->add_option("--ef-search", o.ef_search, "HNSW candidate list length (default 64)")
+      ->check(CLI::Range(1, 65536));
   add_threads(search, o);
   search->callback([&] {
     if (o.text.empty() && o.image.empty()) {
       throw CLI::ValidationError("search", "one of --text or --image is required");
     }
     action = [&o] {
-      run_search({o.index_dir, o.model_dir, o.text, o.image, o.target, o.k, o.json, o.threads});
+      run_search({o.index_dir, o.model_dir, o.text, o.image, o.target, o.k, o.json, o.threads,
+                  o.nprobe, o.ef_search});
     };
   });
 
@@ -185,8 +190,29 @@ int run_cli(int argc, char** argv) {
   serve->add_option("--port", o.port, "Port (default 8080)")->check(CLI::Range(1, 65535));
   serve->add_option("--api-key", o.api_key, "Require this bearer token")
       ->envname("MMSEARCH_API_KEY");
+  serve->add_option("--model", o.model_dir, "Model directory (default: the shipped model)");
+  serve->add_option("--max-body-bytes", o.max_body_bytes, "Largest request body (default 16 MiB)")
+      ->check(CLI::Range(int64_t{1024}, int64_t{1} << 32));
+  serve->add_option("--http-threads", o.http_threads, "Connections served at once (default 32)")
+      ->check(CLI::Range(1, 4096));
+  serve->add_option("--max-queue", o.max_queue, "Queued jobs at most; beyond: 503 (default 512)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   add_threads(serve, o);
-  serve->callback([&] { action = [] { not_yet("serve", "the HTTP service work"); }; });
+  serve->callback([&] {
+    action = [&o] {
+      ServeOptions options;
+      options.index_dir = o.index_dir;
+      options.model_dir = o.model_dir;
+      options.host = o.host;
+      options.port = o.port;
+      options.api_key = o.api_key;
+      options.threads = o.threads;
+      options.limits.max_body_bytes = o.max_body_bytes;
+      options.limits.http_threads = o.http_threads;
+      options.limits.batch.max_queue = o.max_queue;
+      run_serve(options);
+    };
+  });
 
   CLI::App* tok = app.add_subcommand("tokenizer-train", "Train a SentencePiece tokenizer");
   tok->add_option("--corpus", o.corpus, "Text corpus, one sentence per line")->required();
@@ -216,6 +242,13 @@ int run_cli(int argc, char** argv) {
     return kExitUsage;
   }
 
+  // The shipped model is found from any working directory: beside the build tree's program.
+  if (o.model_dir == kDefaultModel && !std::filesystem::exists(o.model_dir)) {
+    std::error_code ec;
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    const auto beside = exe.parent_path().parent_path() / kDefaultModel;
+    if (!ec && std::filesystem::exists(beside)) o.model_dir = beside.string();
+  }
   try {
     action();
     return kExitOk;

@@ -124,6 +124,7 @@ void run_search(const SearchCommand& c) {
   const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir);
   const std::unique_ptr<Collection> collection =
       Collection::open_for_search(c.index_dir, embedder->fingerprint());
+  collection->set_search_params({c.nprobe, c.ef_search});
   const std::vector<float> query = c.text.empty() ? embed_image_query(*embedder, c.image)
                                                   : embed_text_query(*embedder, c.text);
   const std::vector<SearchResult> hits = search_collection(*collection, query, target, c.k);

@@ -26,6 +26,7 @@ struct SearchCommand {
   int k = 10;
   bool json = false;
   int threads = 0;
+  int nprobe = 16, ef_search = 64;  // approximate indexes only
 };
 void run_search(const SearchCommand& command);
 

@@ -1,5 +1,6 @@
 #include "service/cmd_model.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -51,17 +52,30 @@ void run_eval(const EvalCommand& c) {
   const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir);
   const std::vector<Pair> pairs = read_pairs(c.manifest);
   const Split split = parse_split(c.split);
-  const Gallery gallery = make_gallery(pairs, split);
-  if (gallery.images.empty()) {
+  const Gallery all = make_gallery(pairs, split);
+  if (all.images.empty()) {
     throw Error::invalid_argument("manifest '" + c.manifest + "' has no pairs in the " + c.split +
                                   " split");
   }
   const int32_t s = embedder->image_size();
-  const ImageStore store = build_image_store(gallery.images, s, threads, "");
+  ImageStore store = build_image_store(all.images, s, threads, "");
+  // Images that cannot be loaded (over the pixel bound, corrupt) leave the galleries, with
+  // their pairs; the figures then describe the images a user could index.
+  std::vector<std::string> failed;
   for (size_t i = 0; i < store.errors.size(); ++i) {
-    if (!store.errors[i].empty()) {
-      throw Error::corrupt("evaluation image cannot be loaded: " + store.errors[i]);
+    if (!store.errors[i].empty()) failed.push_back(all.images[i]);
+  }
+  Gallery gallery = all;
+  if (!failed.empty()) {
+    std::fprintf(stderr, "eval: %zu image(s) cannot be loaded and are left out, e.g. %s\n",
+                 failed.size(), store.errors[std::find(all.images.begin(), all.images.end(),
+                                                       failed[0]) - all.images.begin()].c_str());
+    std::vector<Pair> kept;
+    for (const Pair& p : pairs) {
+      if (std::find(failed.begin(), failed.end(), p.image) == failed.end()) kept.push_back(p);
     }
+    gallery = make_gallery(kept, split);
+    store = build_image_store(gallery.images, s, threads, "");
   }
   std::vector<float> pixels(gallery.images.size() * 3 * size_t(s) * s);
   for (size_t i = 0; i < gallery.images.size(); ++i) {

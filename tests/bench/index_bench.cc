@@ -17,6 +17,8 @@
 #include "common/error.h"
 #include "index/faiss_store.h"
 
+#include <faiss/Index.h>
+
 namespace {
 
 constexpr int kDim = 256;

@@ -1,0 +1,221 @@
+#include "service/batcher.h"
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <map>
+#include <thread>
+#include <utility>
+
+#include "common/error.h"
+#include "encoders/embedder.h"
+
+namespace mms {
+namespace {
+
+namespace asio = boost::asio;
+
+// A job's outcome is stored first (result or error) and delivered to its promise only after
+// the job has left the queue count, so a caller that submits its next job right away (search
+// after embed) never finds its own finished job still counted.
+template <typename Result>
+struct Outcome {
+  Result result;
+  std::exception_ptr error;
+  std::promise<Result> done;
+  void deliver() { error ? done.set_exception(error) : done.set_value(std::move(result)); }
+};
+
+struct TextJob : Outcome<std::vector<float>> {
+  std::string text;
+};
+
+struct ImageJob : Outcome<std::vector<float>> {
+  std::vector<float> pixels;
+};
+
+struct SearchJob : Outcome<std::vector<SearchHit>> {
+  Collection::Target target;
+  std::vector<float> query;
+  int32_t k;
+};
+
+// One kind of job. Touched only on the worker thread (the io_context runs on it alone), so
+// it needs no lock.
+template <typename Job>
+struct Lane {
+  Lane(asio::io_context& io, const char* kind) : timer(io), kind(kind) {}
+  std::vector<std::shared_ptr<Job>> pending;
+  asio::steady_timer timer;
+  uint64_t generation = 0;  // a timer handler from an older generation is stale
+  bool armed = false;
+  const char* kind;
+};
+
+template <typename Job>
+void fail_all(std::vector<std::shared_ptr<Job>>& jobs, std::exception_ptr error) {
+  for (auto& job : jobs) job->error = error;
+}
+
+}  // namespace
+
+struct Batcher::Impl {
+  Impl(const Embedder& embedder, const Collection& collection, const BatcherOptions& options,
+       BatchObserver observer)
+      : embedder(embedder),
+        collection(collection),
+        options(options),
+        observer(std::move(observer)),
+        work(asio::make_work_guard(io)),
+        texts(io, "text"),
+        images(io, "image"),
+        searches(io, "search") {
+    worker = std::thread([this] { io.run(); });
+  }
+
+  void reserve_slot() {
+    if (depth.fetch_add(1) >= options.max_queue) {
+      depth.fetch_sub(1);
+      throw Error::unavailable("the server is busy (" + std::to_string(options.max_queue) +
+                               " requests queued); retry shortly");
+    }
+  }
+
+  template <typename Job>
+  void enqueue(Lane<Job>& lane, std::shared_ptr<Job> job) {
+    asio::post(io, [this, &lane, job] {
+      lane.pending.push_back(job);
+      if (static_cast<int32_t>(lane.pending.size()) >= options.max_batch) {
+        flush(lane);
+      } else if (!lane.armed) {
+        lane.armed = true;
+        const uint64_t generation = ++lane.generation;
+        lane.timer.expires_after(options.flush_after);
+        lane.timer.async_wait([this, &lane, generation](const boost::system::error_code& ec) {
+          if (ec || generation != lane.generation) return;
+          flush(lane);
+        });
+      }
+    });
+  }
+
+  template <typename Job>
+  void flush(Lane<Job>& lane) {
+    lane.armed = false;
+    ++lane.generation;
+    lane.timer.cancel();
+    while (!lane.pending.empty()) {
+      const size_t n = std::min(lane.pending.size(), static_cast<size_t>(options.max_batch));
+      std::vector<std::shared_ptr<Job>> batch(lane.pending.begin(), lane.pending.begin() + n);
+      lane.pending.erase(lane.pending.begin(), lane.pending.begin() + n);
+      if (observer) observer(lane.kind, static_cast<int64_t>(n));
+      try {
+        run(batch);
+      } catch (...) {
+        fail_all(batch, std::current_exception());
+      }
+      depth.fetch_sub(static_cast<int64_t>(n));
+      for (auto& job : batch) job->deliver();
+    }
+  }
+
+  void run(std::vector<std::shared_ptr<TextJob>>& batch) {
+    std::vector<std::string> strings;
+    for (const auto& job : batch) strings.push_back(job->text);
+    split_rows(batch, embedder.embed_texts(strings));
+  }
+
+  void run(std::vector<std::shared_ptr<ImageJob>>& batch) {
+    std::vector<float> pixels;
+    for (const auto& job : batch)
+      pixels.insert(pixels.end(), job->pixels.begin(), job->pixels.end());
+    split_rows(batch, embedder.embed_pixels(pixels.data(), static_cast<int64_t>(batch.size())));
+  }
+
+  template <typename Job>
+  void split_rows(std::vector<std::shared_ptr<Job>>& batch, const std::vector<float>& vectors) {
+    const size_t dim = static_cast<size_t>(embedder.dim());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      batch[i]->result.assign(vectors.begin() + i * dim, vectors.begin() + (i + 1) * dim);
+    }
+  }
+
+  // Jobs with the same target and k share one search call; the others get their own.
+  void run(std::vector<std::shared_ptr<SearchJob>>& batch) {
+    std::map<std::pair<Collection::Target, int32_t>, std::vector<std::shared_ptr<SearchJob>>>
+        groups;
+    for (const auto& job : batch) groups[{job->target, job->k}].push_back(job);
+    for (auto& [key, jobs] : groups) {
+      try {
+        std::vector<float> queries;
+        for (const auto& job : jobs)
+          queries.insert(queries.end(), job->query.begin(), job->query.end());
+        auto hits = collection.search(key.first, queries.data(), static_cast<int64_t>(jobs.size()),
+                                      key.second);
+        for (size_t i = 0; i < jobs.size(); ++i) jobs[i]->result = std::move(hits.at(i));
+      } catch (...) {
+        fail_all(jobs, std::current_exception());
+      }
+    }
+  }
+
+  const Embedder& embedder;
+  const Collection& collection;
+  const BatcherOptions options;
+  const BatchObserver observer;
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work;
+  Lane<TextJob> texts;
+  Lane<ImageJob> images;
+  Lane<SearchJob> searches;
+  std::atomic<int64_t> depth{0};
+  std::thread worker;
+};
+
+Batcher::Batcher(const Embedder& embedder, const Collection& collection,
+                 const BatcherOptions& options, BatchObserver observer)
+    : impl_(std::make_unique<Impl>(embedder, collection, options, std::move(observer))) {}
+
+Batcher::~Batcher() {
+  impl_->work.reset();  // the worker finishes what is queued (timers included), then returns
+  impl_->worker.join();
+}
+
+std::future<std::vector<float>> Batcher::embed_text(std::string text) {
+  impl_->reserve_slot();
+  auto job = std::make_shared<TextJob>();
+  job->text = std::move(text);
+  auto result = job->done.get_future();
+  impl_->enqueue(impl_->texts, std::move(job));
+  return result;
+}
+
+std::future<std::vector<float>> Batcher::embed_image(std::vector<float> pixels) {
+  impl_->reserve_slot();
+  auto job = std::make_shared<ImageJob>();
+  job->pixels = std::move(pixels);
+  auto result = job->done.get_future();
+  impl_->enqueue(impl_->images, std::move(job));
+  return result;
+}
+
+std::future<std::vector<SearchHit>> Batcher::search(Collection::Target target,
+                                                    std::vector<float> query, int32_t k) {
+  impl_->reserve_slot();
+  auto job = std::make_shared<SearchJob>();
+  job->target = target;
+  job->query = std::move(query);
+  job->k = k;
+  auto result = job->done.get_future();
+  impl_->enqueue(impl_->searches, std::move(job));
+  return result;
+}
+
+int64_t Batcher::queue_depth() const {
+  return impl_->depth.load();
+}
+
+}  // namespace mms

@@ -1,0 +1,60 @@
+// Micro-batching for the HTTP service: concurrent requests' text encodes, image encodes and
+// index searches are queued per kind and run together by one worker thread (Boost.Asio),
+// so a batch of 32 queries costs little more than one. A lane flushes when it holds
+// max_batch jobs or flush_after has passed since its first job arrived. The total number of
+// queued jobs is bounded: beyond max_queue a submit throws Error::unavailable at once.
+//
+// Thread-safety: every public method may be called from any thread. The returned futures
+// carry the batch's result or its Error. Destruction finishes the queued jobs, then joins.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "index/collection.h"
+
+namespace mms {
+
+class Embedder;
+
+struct BatcherOptions {
+  int32_t max_batch = 64;  // jobs of one kind run together at most
+  std::chrono::microseconds flush_after{2000};
+  int64_t max_queue = 512;  // jobs queued or running, all kinds together
+};
+
+// Called with each batch's kind ("text", "image", "search") and size, from the worker.
+using BatchObserver = std::function<void(const char* kind, int64_t size)>;
+
+class Batcher {
+ public:
+  // `embedder` and `collection` must outlive the batcher.
+  Batcher(const Embedder& embedder, const Collection& collection, const BatcherOptions& options,
+          BatchObserver observer);
+  ~Batcher();
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  // [dim] unit-norm embedding of `text` (any length).
+  std::future<std::vector<float>> embed_text(std::string text);
+  // pixels: one image as preprocess_image(img, embedder.image_size()) makes it,
+  // [3, S, S] float32. Returns its [dim] unit-norm embedding.
+  std::future<std::vector<float>> embed_image(std::vector<float> pixels);
+  // query: [dim] unit norm. Jobs with the same target and k share one Collection::search.
+  std::future<std::vector<SearchHit>> search(Collection::Target target, std::vector<float> query,
+                                             int32_t k);
+
+  // Jobs queued or running now (a finished job leaves the count before its future is ready).
+  int64_t queue_depth() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mms

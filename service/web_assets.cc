@@ -1,0 +1,332 @@
+#include "service/web_assets.h"
+
+#include <nlohmann/json.hpp>
+
+namespace mms {
+namespace {
+
+constexpr const char* kPage = R"HTML(<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>mmsearch</title>
+<style>
+  :root { font-family: system-ui, sans-serif; color: #222; background: #fafafa; }
+  body { margin: 0 auto; max-width: 1200px; padding: 1rem; }
+  h1 { font-size: 1.4rem; margin: 0 0 .8rem; }
+  form { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; margin-bottom: .6rem; }
+  input[type=search] { flex: 1 1 18rem; font-size: 1rem; padding: .45rem .6rem; }
+  button { font-size: 1rem; padding: .45rem .9rem; cursor: pointer; }
+  .bar { display: flex; flex-wrap: wrap; gap: 1rem; align-items: center; font-size: .9rem; }
+  #status { min-height: 1.4rem; margin: .4rem 0; font-size: .9rem; color: #555; }
+  #status.error { color: #b00020; font-weight: 600; }
+  #grid { display: grid; gap: .8rem; grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)); }
+  .card { background: #fff; border: 1px solid #ddd; border-radius: 6px; overflow: hidden; }
+  .card img { width: 100%; aspect-ratio: 1; object-fit: contain; background: #eee; cursor: zoom-in; display: block; }
+  .card .meta { padding: .35rem .5rem; font-size: .8rem; word-break: break-word; }
+  .card .score { font-weight: 600; }
+  .text-card { padding: .6rem; font-size: .9rem; }
+  #viewer { position: fixed; inset: 0; background: rgba(0,0,0,.85); display: none;
+            align-items: center; justify-content: center; cursor: zoom-out; }
+  #viewer img { max-width: 95vw; max-height: 95vh; }
+</style>
+</head>
+<body>
+<h1>mmsearch</h1>
+<form id="text-form">
+  <input type="search" id="query" placeholder="Describe what you are looking for" autofocus>
+  <button type="submit">Search</button>
+</form>
+<div class="bar">
+  <label>Or search by image: <input type="file" id="image" accept="image/*"></label>
+  <span>Show:
+    <label><input type="radio" name="target" value="images" checked> images</label>
+    <label><input type="radio" name="target" value="texts"> texts</label>
+  </span>
+  <label>Results <input type="number" id="k" value="24" min="1" max="1000" style="width:4.5rem"></label>
+  <label>API key <input type="password" id="key" placeholder="if required" style="width:8rem"></label>
+</div>
+<div id="status"></div>
+<div id="grid"></div>
+<div id="viewer"><img alt=""></div>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+const keyInput = $("key");
+keyInput.value = localStorage.getItem("mmsearch-key") || "";
+keyInput.addEventListener("change", () => localStorage.setItem("mmsearch-key", keyInput.value));
+const authHeaders = () => keyInput.value ? { "Authorization": "Bearer " + keyInput.value } : {};
+const target = () => document.querySelector("input[name=target]:checked").value;
+const k = () => Math.max(1, Math.min(1000, parseInt($("k").value, 10) || 24));
+
+function status(message, isError) {
+  $("status").textContent = message;
+  $("status").className = isError ? "error" : "";
+}
+
+async function call(url, options) {
+  options = options || {};
+  options.headers = Object.assign({}, options.headers || {}, authHeaders());
+  const response = await fetch(url, options);
+  if (!response.ok) {
+    let message = "HTTP " + response.status;
+    try { const body = await response.json(); message = body.error.message || message; } catch (e) {}
+    throw new Error(message);
+  }
+  return response;
+}
+
+// Thumbnails are fetched (not <img src>) so that the API key header goes with them.
+async function thumbnail(img, id, size) {
+  try {
+    const blob = await (await call("/v1/items/" + id + "/image?size=" + size)).blob();
+    img.src = URL.createObjectURL(blob);
+  } catch (e) { img.alt = "(" + e.message + ")"; }
+}
+
+function show(body, what) {
+  const grid = $("grid");
+  grid.replaceChildren();
+  status(body.results.length + " results for " + what + " in " + body.took_ms.toFixed(1) + " ms");
+  for (const r of body.results) {
+    const card = document.createElement("div");
+    card.className = "card";
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = r.score.toFixed(3) + " ";
+    meta.append(score);
+    if (r.text !== undefined) {
+      card.classList.add("text-card");
+      meta.append(document.createTextNode(r.text));
+    } else {
+      const img = document.createElement("img");
+      img.alt = r.caption || r.path;
+      img.title = r.path;
+      thumbnail(img, r.id, 256);
+      img.addEventListener("click", async () => {
+        const full = $("viewer").querySelector("img");
+        full.removeAttribute("src");
+        $("viewer").style.display = "flex";
+        await thumbnail(full, r.id, 1024);
+      });
+      card.append(img);
+      meta.append(document.createTextNode(r.caption || r.path.split("/").pop()));
+    }
+    card.append(meta);
+    grid.append(card);
+  }
+}
+
+$("viewer").addEventListener("click", () => { $("viewer").style.display = "none"; });
+
+$("text-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const query = $("query").value.trim();
+  if (!query) { status("Type a description first.", true); return; }
+  status("Searching...");
+  try {
+    const response = await call("/v1/search/text", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ query: query, k: k(), target: target() }) });
+    show(await response.json(), "\u201c" + query + "\u201d");
+  } catch (e) { status("Search failed: " + e.message, true); }
+});
+
+$("image").addEventListener("change", async () => {
+  const file = $("image").files[0];
+  if (!file) return;
+  status("Searching by " + file.name + "...");
+  const form = new FormData();
+  form.append("image", file);
+  try {
+    const response = await call("/v1/search/image?k=" + k() + "&target=" + target(),
+                                 { method: "POST", body: form });
+    show(await response.json(), file.name);
+  } catch (e) { status("Search failed: " + e.message, true); }
+});
+</script>
+</body>
+</html>
+)HTML";
+
+nlohmann::json error_responses() {
+  nlohmann::json r;
+  for (const char* code : {"400", "401", "404", "405", "413", "415", "422", "429", "503"}) {
+    r[code] = {{"$ref", "#/components/responses/Error"}};
+  }
+  return r;
+}
+
+nlohmann::json json_response(const std::string& description, const std::string& schema_ref) {
+  nlohmann::json r = error_responses();
+  r["200"] = {{"description", description},
+              {"content", {{"application/json", {{"schema", {{"$ref", schema_ref}}}}}}}};
+  return r;
+}
+
+nlohmann::json image_body() {
+  return {{"required", true},
+          {"content",
+           {{"multipart/form-data",
+             {{"schema",
+               {{"type", "object"},
+                {"required", {"image"}},
+                {"properties", {{"image", {{"type", "string"}, {"format", "binary"}}}}}}}}},
+            {"image/*", {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}};
+}
+
+nlohmann::json build_openapi() {
+  using nlohmann::json;
+  const json k_param = {
+      {"name", "k"},
+      {"in", "query"},
+      {"schema", {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}, {"default", 10}}}};
+  const json target_param = {
+      {"name", "target"},
+      {"in", "query"},
+      {"schema", {{"type", "string"}, {"enum", {"images", "texts"}}, {"default", "images"}}}};
+  const json id_param = {{"name", "id"},
+                         {"in", "path"},
+                         {"required", true},
+                         {"schema", {{"type", "integer"}, {"format", "int64"}}}};
+  json paths;
+  paths["/"]["get"] = {{"summary", "The search page (HTML)"},
+                       {"security", json::array()},
+                       {"responses", {{"200", {{"description", "HTML page"}}}}}};
+  paths["/healthz"]["get"] = {{"summary", "Liveness"},
+                              {"security", json::array()},
+                              {"responses", json_response("ok", "#/components/schemas/Health")}};
+  paths["/metrics"]["get"] = {{"summary", "Prometheus metrics (text format 0.0.4)"},
+                              {"responses", {{"200", {{"description", "metrics"}}}}}};
+  paths["/openapi.json"]["get"] = {
+      {"summary", "This document"},
+      {"responses", {{"200", {{"description", "OpenAPI 3 document"}}}}}};
+  paths["/v1/search/text"]["post"] = {
+      {"summary", "Search by a text query"},
+      {"requestBody",
+       {{"required", true},
+        {"content",
+         {{"application/json", {{"schema", {{"$ref", "#/components/schemas/TextSearch"}}}}}}}}},
+      {"responses", json_response("results, best first", "#/components/schemas/SearchResults")}};
+  paths["/v1/search/image"]["post"] = {
+      {"summary", "Search by an example image"},
+      {"parameters", {k_param, target_param}},
+      {"requestBody", image_body()},
+      {"responses", json_response("results, best first", "#/components/schemas/SearchResults")}};
+  paths["/v1/embed/text"]["post"] = {
+      {"summary", "Embed a text"},
+      {"requestBody",
+       {{"required", true},
+        {"content",
+         {{"application/json",
+           {{"schema",
+             {{"type", "object"},
+              {"required", {"text"}},
+              {"properties", {{"text", {{"type", "string"}}}}}}}}}}}}},
+      {"responses", json_response("unit-norm embedding", "#/components/schemas/Embedding")}};
+  paths["/v1/embed/image"]["post"] = {
+      {"summary", "Embed an image"},
+      {"requestBody", image_body()},
+      {"responses", json_response("unit-norm embedding", "#/components/schemas/Embedding")}};
+  paths["/v1/items/{id}"]["get"] = {
+      {"summary", "An indexed image's metadata"},
+      {"parameters", {id_param}},
+      {"responses", json_response("the item", "#/components/schemas/Item")}};
+  json thumb = error_responses();
+  thumb["200"] = {
+      {"description", "JPEG thumbnail"},
+      {"content", {{"image/jpeg", {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}};
+  paths["/v1/items/{id}/image"]["get"] = {
+      {"summary", "A JPEG thumbnail of an indexed image (longer side at most size)"},
+      {"parameters",
+       {id_param,
+        {{"name", "size"},
+         {"in", "query"},
+         {"schema", {{"type", "integer"}, {"minimum", 16}, {"maximum", 1024}, {"default", 256}}}}}},
+      {"responses", thumb}};
+  paths["/v1/admin/reload"]["post"] = {
+      {"summary", "Load index files written since start (as SIGHUP does)"},
+      {"responses",
+       {{"200", {{"description", "reloaded"}}},
+        {"401", {{"$ref", "#/components/responses/Error"}}}}}};
+
+  json schemas;
+  schemas["Health"] = {{"type", "object"}, {"properties", {{"status", {{"type", "string"}}}}}};
+  schemas["TextSearch"] = {
+      {"type", "object"},
+      {"required", {"query"}},
+      {"properties",
+       {{"query", {{"type", "string"}, {"maxLength", 65536}}},
+        {"k", {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}, {"default", 10}}},
+        {"target", {{"type", "string"}, {"enum", {"images", "texts"}}, {"default", "images"}}}}}};
+  schemas["SearchResults"] = {
+      {"type", "object"},
+      {"properties",
+       {{"results",
+         {{"type", "array"},
+          {"items",
+           {{"type", "object"},
+            {"required", {"id", "score"}},
+            {"properties",
+             {{"id", {{"type", "integer"}}},
+              {"score", {{"type", "number"}}},
+              {"path", {{"type", "string"}, {"description", "images: the file"}}},
+              {"text", {{"type", "string"}, {"description", "texts: the text"}}},
+              {"caption", {{"type", "string"}}}}}}}}},
+        {"took_ms", {{"type", "number"}}}}}};
+  schemas["Embedding"] = {{"type", "object"},
+                          {"properties",
+                           {{"embedding", {{"type", "array"}, {"items", {{"type", "number"}}}}},
+                            {"dim", {{"type", "integer"}}}}}};
+  schemas["Item"] = {{"type", "object"},
+                     {"properties",
+                      {{"id", {{"type", "integer"}}},
+                       {"path", {{"type", "string"}}},
+                       {"size", {{"type", "integer"}}},
+                       {"mtime_ns", {{"type", "integer"}}},
+                       {"width", {{"type", "integer"}}},
+                       {"height", {{"type", "integer"}}},
+                       {"caption", {{"type", "string"}}},
+                       {"status", {{"type", "string"}}},
+                       {"error", {{"type", "string"}}},
+                       {"image_url", {{"type", "string"}}}}}};
+  schemas["Error"] = {
+      {"type", "object"},
+      {"properties",
+       {{"error",
+         {{"type", "object"},
+          {"properties", {{"code", {{"type", "string"}}}, {"message", {{"type", "string"}}}}}}}}}};
+  json components;
+  components["schemas"] = schemas;
+  components["responses"]["Error"] = {
+      {"description", "an error"},
+      {"content", {{"application/json", {{"schema", {{"$ref", "#/components/schemas/Error"}}}}}}}};
+  components["securitySchemes"]["bearer"] = {{"type", "http"}, {"scheme", "bearer"}};
+  return {{"openapi", "3.0.3"},
+          {"info",
+           {{"title", "mmsearch"},
+            {"version", "0.1.0"},
+            {"description",
+             "Image-text search. When the server has an API key, every "
+             "route but / and /healthz needs 'Authorization: Bearer KEY'."}}},
+          {"security", json::array({{{"bearer", json::array()}}})},
+          {"paths", paths},
+          {"components", components}};
+}
+
+}  // namespace
+
+const std::string& web_page_html() {
+  static const std::string page = kPage;
+  return page;
+}
+
+const std::string& openapi_json() {
+  static const std::string doc = build_openapi().dump(2);
+  return doc;
+}
+
+}  // namespace mms

@@ -1,0 +1,477 @@
+// `mmsearch serve` as a client sees it: the program is started on a free loopback port
+// against an index that `mmsearch index` built from a tiny random model, and every route,
+// error status, the API key, concurrency, reloading under load and a clean SIGTERM are
+// checked over HTTP.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "index_test_support.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+const std::string kProgram = std::string(MMS_BINARY_DIR) + "/mmsearch";
+
+std::pair<int, std::string> run(const std::string& args) {
+  FILE* pipe = popen((kProgram + " " + args + " 2>/dev/null").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Equal ids, paths and texts in the same order, scores equal up to float rounding (a query
+// embedded in a batch with others may differ in the last bits).
+bool same_results(const json& a, const json& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    json x = a[i], y = b[i];
+    if (std::abs(x["score"].get<double>() - y["score"].get<double>()) > 1e-5) return false;
+    x.erase("score");
+    y.erase("score");
+    if (x != y) {
+      ADD_FAILURE() << x.dump() << " vs " << y.dump();
+      return false;
+    }
+  }
+  return true;
+}
+
+// A started `mmsearch serve`; stopped with SIGTERM (and reaped) on destruction.
+struct Server {
+  pid_t pid = -1;
+  int port = 0;
+
+  Server(const fs::path& dir, const std::vector<std::string>& extra, const fs::path& log) {
+    port = free_port();
+    std::vector<std::string> args = {kProgram,           "serve",
+                                     "--index",          (dir / "index").string(),
+                                     "--model",          (dir / "model").string(),
+                                     "--threads",        "1",
+                                     "--port",           std::to_string(port),
+                                     "--max-body-bytes", "1048576"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid = fork();
+    if (pid == 0) {
+      freopen(log.c_str(), "w", stderr);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(kProgram.c_str(), argv.data());
+      _exit(127);
+    }
+    httplib::Client client("127.0.0.1", port);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (auto res = client.Get("/healthz"); res && res->status == 200) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "the server did not come up; its log:\n" << read_file(log);
+  }
+
+  // Sends SIGTERM; returns the exit status (or -1 when killed by a signal).
+  int stop() {
+    if (pid <= 0) return -1;
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    pid = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  ~Server() { stop(); }
+};
+
+class ServiceHttpTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("mms_http_cli_test_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "photos");
+    mms::testing::make_tiny_model(dir_ / "model");
+    for (int i = 0; i < 12; ++i) {
+      mms::testing::write_test_jpeg(dir_ / "photos" / ("img" + std::to_string(i) + ".jpg"), i + 1);
+    }
+    ASSERT_EQ(run("index " + common() + " " + (dir_ / "photos").string()).first, 0);
+    std::ofstream(dir_ / "texts.txt") << "a red circle\na blue square on white\nthe green star\n";
+    ASSERT_EQ(run("add-texts " + common() + " " + (dir_ / "texts.txt").string()).first, 0);
+    server_ = new Server(dir_, {}, dir_ / "server.log");
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    fs::remove_all(dir_);
+  }
+  static std::string common() {
+    return "--index " + (dir_ / "index").string() + " --model " + (dir_ / "model").string() +
+           " --threads 1";
+  }
+  static httplib::Client client() {
+    httplib::Client c("127.0.0.1", server_->port);
+    c.set_read_timeout(30, 0);
+    return c;
+  }
+  static json post_json(const std::string& path, const json& body, int expect = 200) {
+    auto res = client().Post(path.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(res);
+    if (!res) return {};
+    EXPECT_EQ(res->status, expect) << res->body;
+    return json::parse(res->body);
+  }
+  // Asserts an error answer: the status and the JSON error shape.
+  static void expect_error(const httplib::Result& res, int status) {
+    ASSERT_TRUE(res) << "no response";
+    EXPECT_EQ(res->status, status) << res->body;
+    const json body = json::parse(res->body, nullptr, false);
+    ASSERT_TRUE(body.is_object()) << res->body;
+    EXPECT_TRUE(body["error"]["code"].is_string()) << res->body;
+    EXPECT_TRUE(body["error"]["message"].is_string()) << res->body;
+  }
+
+  static fs::path dir_;
+  static Server* server_;
+};
+
+fs::path ServiceHttpTest::dir_;
+Server* ServiceHttpTest::server_ = nullptr;
+
+TEST_F(ServiceHttpTest, OperationalRoutes) {
+  auto c = client();
+  auto health = c.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(json::parse(health->body), json({{"status", "ok"}}));
+
+  auto page = c.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_NE(page->get_header_value("Content-Type").find("text/html"), std::string::npos);
+  EXPECT_NE(page->body.find("/v1/search/text"), std::string::npos);
+  EXPECT_EQ(page->body.find("http://"), std::string::npos);  // nothing from a CDN
+  EXPECT_EQ(page->body.find("https://"), std::string::npos);
+
+  auto api = c.Get("/openapi.json");
+  ASSERT_TRUE(api);
+  const json doc = json::parse(api->body);
+  EXPECT_EQ(doc["openapi"].get<std::string>().substr(0, 2), "3.");
+  for (const char* path :
+       {"/healthz", "/metrics", "/v1/search/text", "/v1/search/image", "/v1/embed/text",
+        "/v1/embed/image", "/v1/items/{id}", "/v1/items/{id}/image"}) {
+    EXPECT_TRUE(doc["paths"].contains(path)) << path;
+  }
+
+  post_json("/v1/search/text", {{"query", "a red circle"}});
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  for (const char* series :
+       {"mmsearch_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"}",
+        "mmsearch_http_request_duration_seconds_bucket", "mmsearch_batch_size_bucket{kind=\"text\"",
+        "mmsearch_batch_size_bucket{kind=\"search\"", "mmsearch_queue_depth",
+        "mmsearch_index_vectors{target=\"images\"} 12"}) {
+    EXPECT_NE(metrics->body.find(series), std::string::npos) << series << "\n" << metrics->body;
+  }
+}
+
+TEST_F(ServiceHttpTest, TextSearchAnswersAsTheCli) {
+  for (const std::string target : {"images", "texts"}) {
+    const json http =
+        post_json("/v1/search/text", {{"query", "a red circle"}, {"k", 5}, {"target", target}});
+    const auto [code, out] =
+        run("search " + common() + " --text \"a red circle\" -k 5 --json --target " + target);
+    ASSERT_EQ(code, 0);
+    const json cli = json::parse(out);
+    ASSERT_TRUE(http["took_ms"].is_number());
+    ASSERT_EQ(http["results"].size(), cli["results"].size());
+    ASSERT_EQ(http["results"].size(), target == "images" ? 5u : 3u);
+    for (size_t i = 0; i < cli["results"].size(); ++i) {
+      json h = http["results"][i], l = cli["results"][i];
+      EXPECT_NEAR(h["score"].get<double>(), l["score"].get<double>(), 1e-6);
+      h.erase("score");
+      l.erase("score");
+      EXPECT_EQ(h, l);
+    }
+  }
+}
+
+TEST_F(ServiceHttpTest, ImageSearchEmbedAndItemRoutes) {
+  const std::string jpeg = read_file(dir_ / "photos/img3.jpg");
+  auto raw = client().Post("/v1/search/image?k=3", jpeg, "image/jpeg");
+  ASSERT_TRUE(raw);
+  ASSERT_EQ(raw->status, 200) << raw->body;
+  const json by_raw = json::parse(raw->body);
+  ASSERT_EQ(by_raw["results"].size(), 3u);
+  EXPECT_EQ(by_raw["results"][0]["path"], (dir_ / "photos/img3.jpg").string());
+  EXPECT_NEAR(by_raw["results"][0]["score"].get<double>(), 1.0, 1e-3);
+
+  httplib::MultipartFormDataItems items = {{"image", jpeg, "img3.jpg", "image/jpeg"}};
+  auto multi = client().Post("/v1/search/image?k=3", items);
+  ASSERT_TRUE(multi);
+  ASSERT_EQ(multi->status, 200) << multi->body;
+  EXPECT_EQ(json::parse(multi->body)["results"], by_raw["results"]);
+
+  auto texts = client().Post("/v1/search/image?k=2&target=texts", jpeg, "image/jpeg");
+  ASSERT_TRUE(texts);
+  EXPECT_EQ(json::parse(texts->body)["results"][0].count("text"), 1u);
+
+  // The embed routes give unit vectors of the model's size.
+  {
+    const json text = post_json("/v1/embed/text", {{"text", "the green star"}});
+    auto res = client().Post("/v1/embed/image", read_file(dir_ / "photos/img0.jpg"), "image/jpeg");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    const json image = json::parse(res->body);
+    for (const json& e : {text, image}) {
+      ASSERT_EQ(e["embedding"].size(), 16u);
+      EXPECT_EQ(e["dim"], 16);
+      double norm = 0;
+      for (const auto& x : e["embedding"]) norm += x.get<double>() * x.get<double>();
+      EXPECT_NEAR(std::sqrt(norm), 1.0, 1e-4);
+    }
+  }
+
+  // An item's metadata and thumbnail.
+  {
+    const json hit =
+        post_json("/v1/search/text", {{"query", "a blue square"}, {"k", 1}})["results"][0];
+    const std::string id = std::to_string(hit["id"].get<int64_t>());
+    auto meta = client().Get(("/v1/items/" + id).c_str());
+    ASSERT_TRUE(meta);
+    ASSERT_EQ(meta->status, 200);
+    const json item = json::parse(meta->body);
+    EXPECT_EQ(item["path"], hit["path"]);
+    EXPECT_EQ(item["width"], 40);
+    EXPECT_EQ(item["status"], "ok");
+
+    auto thumb = client().Get(("/v1/items/" + id + "/image?size=32").c_str());
+    ASSERT_TRUE(thumb);
+    ASSERT_EQ(thumb->status, 200) << thumb->body;
+    EXPECT_EQ(thumb->get_header_value("Content-Type"), "image/jpeg");
+    ASSERT_GT(thumb->body.size(), 2u);
+    EXPECT_EQ(static_cast<unsigned char>(thumb->body[0]), 0xFF);
+    EXPECT_EQ(static_cast<unsigned char>(thumb->body[1]), 0xD8);
+    expect_error(client().Get(("/v1/items/" + id + "/image?size=5000").c_str()), 400);
+  }
+}
+
+TEST_F(ServiceHttpTest, BadRequestsGetJsonErrors) {
+  auto c = client();
+  expect_error(c.Post("/v1/search/text", "{\"query\": ", "application/json"), 400);
+  expect_error(c.Post("/v1/search/text", "[1, 2]", "application/json"), 400);
+  expect_error(c.Post("/v1/search/text", R"({"query": 7})", "application/json"), 400);
+  expect_error(c.Post("/v1/search/text", R"({"query": "x", "k": 0})", "application/json"), 400);
+  expect_error(c.Post("/v1/search/text", R"({"query": "x", "k": 1001})", "application/json"), 400);
+  expect_error(c.Post("/v1/search/text", R"({"query": "x", "k": "5"})", "application/json"), 400);
+  expect_error(c.Post("/v1/search/text", R"({"query": "x", "target": "maps"})", "application/json"),
+               400);
+  expect_error(c.Post("/v1/search/image?k=abc", "x", "image/jpeg"), 400);
+  expect_error(c.Post("/v1/search/text", json({{"query", std::string(70000, 'a')}}).dump(),
+                      "application/json"),
+               413);
+  expect_error(c.Get("/v1/items/999999"), 404);
+  expect_error(c.Get("/v1/items/999999/image"), 404);
+  expect_error(c.Get("/no/such/route"), 404);
+  expect_error(c.Get("/v1/items/abc"), 404);
+  expect_error(c.Get("/v1/search/text"), 405);
+  expect_error(c.Delete("/healthz"), 405);
+  expect_error(c.Post("/v1/search/image", std::string(2 << 20, 'x'), "image/jpeg"), 413);
+  expect_error(c.Post("/v1/search/image", "plain words", "text/plain"), 415);
+  expect_error(c.Post("/v1/search/image", "GIF89a not really an image", "image/gif"), 415);
+  httplib::MultipartFormDataItems words = {{"image", "plain words", "a.txt", "text/plain"}};
+  expect_error(c.Post("/v1/search/image", words), 415);
+  httplib::MultipartFormDataItems other = {{"picture", "x", "a.jpg", "image/jpeg"}};
+  expect_error(c.Post("/v1/embed/image", other), 400);
+  const std::string jpeg = read_file(dir_ / "photos/img1.jpg");
+  expect_error(c.Post("/v1/search/image", jpeg.substr(0, jpeg.size() / 2), "image/jpeg"), 422);
+  // The server is still healthy after all of that.
+  auto health = c.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+
+  // Chunked bodies are bounded too.
+  {
+    auto c = client();
+    size_t sent = 0;
+    auto res = c.Post(
+        "/v1/search/image",
+        [&](size_t, httplib::DataSink& sink) {
+          const std::string block(64 << 10, 'x');
+          if (sent >= (size_t{1} << 20) + (128 << 10)) {
+            sink.done();
+            return true;
+          }
+          sent += block.size();
+          return sink.write(block.data(), block.size());
+        },
+        "image/jpeg");
+    // Either the 413 arrives, or the server closed the connection before the client finished
+    // sending; it never buffers the whole body.
+    if (res) {
+      expect_error(res, 413);
+    } else {
+      std::fprintf(stderr, "note: the server closed the chunked upload early (%s)\n",
+                   httplib::to_string(res.error()).c_str());
+    }
+    auto health = client().Get("/healthz");
+    ASSERT_TRUE(health);
+    EXPECT_EQ(health->status, 200);
+  }
+}
+
+TEST_F(ServiceHttpTest, ConcurrentClientsGetWhatSequentialOnesGet) {
+  const std::vector<std::string> queries = {"a red circle", "a blue square on white",
+                                            "the green star", "red", "green star on white"};
+  std::vector<json> expected;
+  for (const auto& q : queries)
+    expected.push_back(post_json("/v1/search/text", {{"query", q}, {"k", 5}})["results"]);
+
+  constexpr int kThreads = 16, kRequests = 5;
+  std::atomic<int> ok{0}, same{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto c = client();
+      for (int r = 0; r < kRequests; ++r) {
+        const size_t q = (t + r) % queries.size();
+        auto res = c.Post("/v1/search/text", json({{"query", queries[q]}, {"k", 5}}).dump(),
+                          "application/json");
+        if (res && res->status == 200) {
+          ++ok;
+          if (same_results(json::parse(res->body)["results"], expected[q])) ++same;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), kThreads * kRequests);
+  EXPECT_EQ(same.load(), kThreads * kRequests);
+  // Concurrent queries were merged: some batch held more than one (sum > count).
+  const std::string metrics = client().Get("/metrics")->body;
+  auto value = [&](const std::string& series) {
+    const size_t at = metrics.find(series + " ");
+    return at == std::string::npos ? -1.0 : std::stod(metrics.substr(at + series.size() + 1));
+  };
+  EXPECT_GT(value("mmsearch_batch_size_sum{kind=\"search\"}"),
+            value("mmsearch_batch_size_count{kind=\"search\"}"))
+      << metrics;
+}
+
+TEST_F(ServiceHttpTest, ReloadUnderLoadFailsNoRequest) {
+  std::atomic<bool> done{false};
+  std::atomic<int> failed{0}, answered{0};
+  std::vector<std::thread> load;
+  for (int t = 0; t < 4; ++t) {
+    load.emplace_back([&] {
+      auto c = client();
+      while (!done) {
+        auto res =
+            c.Post("/v1/search/text", R"({"query": "a red circle", "k": 3})", "application/json");
+        (res && res->status == 200) ? ++answered : ++failed;
+      }
+    });
+  }
+  // A writer adds images while the server runs; the server then loads the new index files,
+  // by request and by SIGHUP.
+  fs::create_directories(dir_ / "more");
+  for (int i = 0; i < 3; ++i)
+    mms::testing::write_test_jpeg(dir_ / "more" / ("new" + std::to_string(i) + ".jpg"), 40 + i);
+  ASSERT_EQ(run("index " + common() + " " + (dir_ / "more").string()).first, 0);
+  const json reloaded = post_json("/v1/admin/reload", json::object());
+  EXPECT_EQ(reloaded["images"], 15);
+  kill(server_->pid, SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  done = true;
+  for (auto& t : load) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(answered.load(), 0);
+}
+
+TEST_F(ServiceHttpTest, OverloadIsAnswered503WithRetryAfter) {
+  Server small(dir_, {"--max-queue", "1"}, dir_ / "small.log");
+  const std::string long_query = json({{"query", std::string(20000, 'r')}}).dump();
+  std::atomic<int> ok{0}, busy{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 12; ++t) {
+    threads.emplace_back([&] {
+      httplib::Client c("127.0.0.1", small.port);
+      c.set_read_timeout(30, 0);
+      auto res = c.Post("/v1/search/text", long_query, "application/json");
+      if (res && res->status == 200) {
+        ++ok;
+      } else if (res && res->status == 503 && res->get_header_value("Retry-After") == "1" &&
+                 json::parse(res->body)["error"]["code"] == "unavailable") {
+        ++busy;
+      } else {
+        ++other;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_GT(busy.load(), 0);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(small.stop(), 0);
+}
+
+TEST_F(ServiceHttpTest, ApiKeyIsRequiredWhenSetAndSigtermExitsZero) {
+  setenv("MMSEARCH_API_KEY", "s3cret", 1);
+  Server keyed(dir_, {}, dir_ / "keyed.log");
+  unsetenv("MMSEARCH_API_KEY");
+  httplib::Client c("127.0.0.1", keyed.port);
+  auto health = c.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  auto page = c.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  const std::string body = R"({"query": "a red circle"})";
+  expect_error(c.Post("/v1/search/text", body, "application/json"), 401);
+  expect_error(c.Get("/metrics"), 401);
+  expect_error(c.Post("/v1/admin/reload", "", "application/json"), 401);
+  c.set_bearer_token_auth("wrong");
+  expect_error(c.Post("/v1/search/text", body, "application/json"), 401);
+  c.set_bearer_token_auth("s3cret");
+  auto res = c.Post("/v1/search/text", body, "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  // A second server on a port in use fails at once (exit 1) instead of sharing it.
+  EXPECT_EQ(run("serve " + common() + " --port " + std::to_string(keyed.port)).first, 1);
+  EXPECT_EQ(keyed.stop(), 0);
+  const std::string log = read_file(dir_ / "keyed.log");
+  EXPECT_NE(log.find("\"path\":\"/v1/search/text\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\"status\":401"), std::string::npos) << log;
+}
+
+}  // namespace
