@@ -20,6 +20,7 @@
 #include <unordered_map>
 
 #include "common/error.h"
+#include "common/file_io.h"
 #include "encoders/nn/dual_encoder.h"
 #include "encoders/nn/weights.h"
 #include "tokenizer/tokenizer.h"
@@ -52,15 +53,6 @@ struct Data {
   std::vector<ValSet> val;
 };
 
-void write_file_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw Error::io("cannot write '" + tmp.string() + "'");
-  }
-  fs::rename(tmp, path);
-}
 
 Data load_data(const TrainConfig& config, int32_t threads) {
   Data data;
@@ -288,10 +280,10 @@ void export_model(nn::DualEncoder& model, const TrainConfig& config, const json&
   const fs::path tmp = out_dir / "model.tmp", dst = out_dir / "model", old = out_dir / "model.old";
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  write_file_atomic(tmp / "config.json", model_config_to_json(config.model));
+  write_file_atomically((tmp / "config.json").string(), model_config_to_json(config.model));
   write_safetensors((tmp / "model.safetensors").string(), nn::model_to_safetensors(model));
   fs::copy_file(config.tokenizer, tmp / "tokenizer.model");
-  write_file_atomic(tmp / "eval.json", json{{"val", val}}.dump(2) + "\n");
+  write_file_atomically((tmp / "eval.json").string(), json{{"val", val}}.dump(2) + "\n");
   fs::remove_all(old);
   if (fs::exists(dst)) fs::rename(dst, old);
   fs::rename(tmp, dst);
@@ -309,7 +301,7 @@ void save_checkpoint(nn::DualEncoder& model, torch::optim::AdamW& optimizer, con
   torch::save(model, (out_dir / (stem + ".model.pt")).string());
   torch::save(optimizer, (out_dir / (stem + ".optim.pt")).string());
   // checkpoint.json names the files; renaming it into place is the commit point.
-  write_file_atomic(out_dir / "checkpoint.json",
+  write_file_atomically((out_dir / "checkpoint.json").string(),
                     json{{"step", ck.step}, {"best_score", ck.best_score}, {"stem", stem}}.dump(2));
   for (const auto& entry : fs::directory_iterator(out_dir)) {
     const std::string name = entry.path().filename().string();
@@ -364,7 +356,7 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
     }
     device = torch::Device(torch::kCUDA);
   }
-  write_file_atomic(out_dir / "train_config.json", train_config_to_json(config));
+  write_file_atomically((out_dir / "train_config.json").string(), train_config_to_json(config));
 
   const Tokenizer tokenizer = Tokenizer::load(config.tokenizer);
   if (tokenizer.vocab_size() != config.model.text.vocab_size) {
