@@ -13,6 +13,7 @@
 #include "index/collection.h"
 #include "index/indexer.h"
 #include "index/search.h"
+#include "service/search_json.h"
 #include "training/manifest.h"
 
 namespace mms {
@@ -131,18 +132,8 @@ void run_search(const SearchCommand& c) {
   const double took_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (c.json) {
-    nlohmann::json results = nlohmann::json::array();
-    for (const SearchResult& h : hits) {
-      nlohmann::json r = {{"id", h.id}, {"score", h.score}};
-      if (target == SearchTarget::kImages) {
-        r["path"] = h.path;
-        if (!h.caption.empty()) r["caption"] = h.caption;
-      } else {
-        r["text"] = h.text;
-      }
-      results.push_back(r);
-    }
-    std::cout << nlohmann::json{{"results", results}, {"took_ms", took_ms}}.dump(2) << "\n";
+    // The same shape as the HTTP service's answer: one function makes both.
+    std::cout << search_results_json(hits, target, took_ms).dump(2) << "\n";
     return;
   }
   std::printf("%4s  %6s  %s\n", "rank", "score", target == SearchTarget::kImages ? "path" : "text");
