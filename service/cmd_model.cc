@@ -6,6 +6,8 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "common/error.h"
 #include "encoders/embedder.h"
@@ -58,28 +60,35 @@ void run_eval(const EvalCommand& c) {
                                   " split");
   }
   const int32_t s = embedder->image_size();
-  ImageStore store = build_image_store(all.images, s, threads, "");
+  const ImageStore store = build_image_store(all.images, s, threads, "");
   // Images that cannot be loaded (over the pixel bound, corrupt) leave the galleries, with
-  // their pairs; the figures then describe the images a user could index.
-  std::vector<std::string> failed;
-  for (size_t i = 0; i < store.errors.size(); ++i) {
-    if (!store.errors[i].empty()) failed.push_back(all.images[i]);
+  // their pairs; the figures then describe the images a user could index. Each image is
+  // decoded once: the gallery is rebuilt from the pairs, the pixels come from the store.
+  std::unordered_map<std::string, size_t> store_index;
+  std::unordered_set<std::string> failed;
+  for (size_t i = 0; i < all.images.size(); ++i) {
+    store_index.emplace(all.images[i], i);
+    if (!store.errors[i].empty()) {
+      if (failed.empty()) {
+        std::fprintf(stderr, "eval: image(s) cannot be loaded and are left out, e.g. %s\n",
+                     store.errors[i].c_str());
+      }
+      failed.insert(all.images[i]);
+    }
   }
   Gallery gallery = all;
   if (!failed.empty()) {
-    std::fprintf(stderr, "eval: %zu image(s) cannot be loaded and are left out, e.g. %s\n",
-                 failed.size(), store.errors[std::find(all.images.begin(), all.images.end(),
-                                                       failed[0]) - all.images.begin()].c_str());
+    std::fprintf(stderr, "eval: %zu image(s) left out\n", failed.size());
     std::vector<Pair> kept;
     for (const Pair& p : pairs) {
-      if (std::find(failed.begin(), failed.end(), p.image) == failed.end()) kept.push_back(p);
+      if (!failed.count(p.image)) kept.push_back(p);
     }
     gallery = make_gallery(kept, split);
-    store = build_image_store(gallery.images, s, threads, "");
   }
   std::vector<float> pixels(gallery.images.size() * 3 * size_t(s) * s);
   for (size_t i = 0; i < gallery.images.size(); ++i) {
-    plain_image(store.image(i), store.side, s, pixels.data() + i * 3 * size_t(s) * s);
+    plain_image(store.image(store_index.at(gallery.images[i])), store.side, s,
+                pixels.data() + i * 3 * size_t(s) * s);
   }
   const std::vector<float> image_emb =
       embedder->embed_pixels(pixels.data(), static_cast<int64_t>(gallery.images.size()));

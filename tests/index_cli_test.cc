@@ -23,17 +23,10 @@
 namespace {
 
 namespace fs = std::filesystem;
-const std::string kProgram = std::string(MMS_BINARY_DIR) + "/mmsearch";
 
+using mms::testing::kProgram;
 // Runs the program with `args`; returns {exit code, stdout}.
-std::pair<int, std::string> run(const std::string& args) {
-  FILE* pipe = popen((kProgram + " " + args + " 2>/dev/null").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+std::pair<int, std::string> run(const std::string& args) { return mms::testing::run_program(args); }
 
 class IndexCliTest : public ::testing::Test {
  protected:

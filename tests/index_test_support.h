@@ -2,7 +2,10 @@
 // depend on the shipped model) and small generated images.
 #pragma once
 
+#include <sys/wait.h>
 #include <torch/torch.h>
+
+#include <cstdio>
 
 #include <filesystem>
 #include <fstream>
@@ -64,6 +67,19 @@ inline void write_test_jpeg(const std::filesystem::path& path, int variant, int 
   }
   const auto jpeg = encode_jpeg_thumbnail(img, std::max(w, h), 90);
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(jpeg.data()), jpeg.size());
+}
+
+// The built program, for tests named *_cli_test.cc (which depend on it).
+inline const std::string kProgram = std::string(MMS_BINARY_DIR) + "/mmsearch";
+
+// Runs `mmsearch ARGS` (stderr discarded); returns {exit code, stdout}.
+inline std::pair<int, std::string> run_program(const std::string& args) {
+  FILE* pipe = popen((kProgram + " " + args + " 2>/dev/null").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
 }  // namespace mms::testing

@@ -51,12 +51,7 @@ void load_model_weights(DualEncoder& model, const SafeTensors& weights, const st
     check_tensor(weights, name, dtype_of(t), std::vector<int64_t>(t.sizes().begin(), t.sizes().end()),
                  file);
   });
-  for (const auto& [name, data] : weights.tensors) {
-    if (!expected.count(name)) {
-      throw Error::mismatch("weights '" + file + "': unexpected tensor '" + name +
-                            "' (the weights belong to a different model config)");
-    }
-  }
+  check_no_extra_tensors(weights, expected, file);
   torch::NoGradGuard no_grad;
   for_each_tensor(model, [&](const std::string& name, const torch::Tensor& t) {
     const TensorData& data = weights.tensors.at(name);
