@@ -81,10 +81,6 @@ WHEN old.id IS NOT new.id OR old.vector IS NOT new.vector BEGIN
 END;
 )sql";
 
-constexpr const char* kItemColumns =
-    "id, path, size, mtime_ns, content_hash, width, height, caption, status, error";
-constexpr const char* kTextColumns = "id, text, source, vector IS NOT NULL";
-
 struct Meta {
   int64_t schema_version = 0;
   std::string fingerprint;
@@ -109,6 +105,12 @@ bool has_table(SqliteDb& db, const std::string& name) {
   return st.step();
 }
 
+}  // namespace
+
+const char* const kItemColumns =
+    "id, path, size, mtime_ns, content_hash, width, height, caption, status, error";
+const char* const kTextColumns = "id, text, source, vector IS NOT NULL";
+
 void set_meta(SqliteDb& db, const std::string& key, const std::string& value) {
   SqliteStatement(db, "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
       .bind(1, key)
@@ -122,6 +124,15 @@ void set_meta(SqliteDb& db, const std::string& key, int64_t value) {
       .bind(2, value)
       .run();
 }
+
+std::optional<std::string> get_meta(SqliteDb& db, const std::string& key) {
+  SqliteStatement st(db, "SELECT value FROM meta WHERE key = ?1");
+  st.bind(1, key);
+  if (!st.step()) return std::nullopt;
+  return st.column_text(0);
+}
+
+namespace {
 
 Meta read_meta(SqliteDb& db) {
   if (!has_table(db, "meta")) {
@@ -163,14 +174,7 @@ void check_fingerprint(const std::string& fingerprint) {
   }
 }
 
-// Adopts another model: drops every vector so nothing of the old model is ever searched.
-void adopt_model(SqliteDb& db, const std::string& fingerprint, int32_t dim) {
-  db.exec(
-      "UPDATE items SET status = 'stale', vector = NULL WHERE status = 'ok';"
-      "UPDATE texts SET vector = NULL; DELETE FROM faiss_files;");
-  set_meta(db, "model_fingerprint", fingerprint);
-  set_meta(db, "dim", static_cast<int64_t>(dim));
-}
+}  // namespace
 
 ItemStatus parse_status(const std::string& word, const std::string& where) {
   if (word == "ok") return ItemStatus::kOk;
@@ -198,7 +202,6 @@ TextRecord read_text(const SqliteStatement& st) {
   return {st.column_int64(0), st.column_text(1), st.column_text(2), st.column_int64(3) != 0};
 }
 
-// Throws Error::invalid_argument naming `what` unless v[0..dim) is finite with unit norm.
 void check_vector(const float* v, int32_t dim, const std::string& what) {
   double norm2 = 0;
   for (int32_t i = 0; i < dim; ++i) {
@@ -220,8 +223,6 @@ void check_page(int64_t after_id, int32_t limit) {
                                   std::to_string(after_id) + " and " + std::to_string(limit));
   }
 }
-
-}  // namespace
 
 const char* item_status_name(ItemStatus status) {
   switch (status) {
@@ -276,13 +277,18 @@ std::unique_ptr<Collection> Collection::open(const std::string& dir,
     set_meta(db, "texts_generation", int64_t{0});
   } else {
     const Meta meta = read_meta(db);
-    if (meta.fingerprint != options.model_fingerprint || meta.dim != options.dim) {
-      if (!options.reembed) {
-        throw Error::mismatch(model_mismatch(dir, meta, options.model_fingerprint, options.dim));
-      }
-      adopt_model(db, options.model_fingerprint, options.dim);
+    const bool other_model = meta.fingerprint != options.model_fingerprint || meta.dim != options.dim;
+    if (other_model && !options.reembed) {
+      throw Error::mismatch(model_mismatch(dir, meta, options.model_fingerprint, options.dim));
     }
     if (!options.index_type.empty()) set_meta(db, "index_type", options.index_type);
+    if (options.reembed) {
+      // The catalog keeps answering in its own space; the new one is staged beside it.
+      impl->fingerprint = meta.fingerprint;
+      impl->dim = static_cast<int32_t>(meta.dim);
+      prepare_reembed(*impl, other_model ? options.model_fingerprint : std::string(),
+                      options.dim);
+    }
   }
   txn.commit();
   return std::unique_ptr<Collection>(new Collection(std::move(impl)));
@@ -307,6 +313,11 @@ std::unique_ptr<Collection> Collection::open_for_search(const std::string& dir,
     SqliteTransaction txn(*impl->db, /*immediate=*/false);
     const Meta meta = read_meta(*impl->db);
     if (meta.fingerprint != model_fingerprint) {
+      if (get_meta(*impl->db, "staged_fingerprint") == model_fingerprint) {
+        throw Error::unavailable("index '" + dir + "' is being re-embedded for model " +
+                                 model_fingerprint + "; until that run completes it answers " +
+                                 "for model " + meta.fingerprint);
+      }
       throw Error::mismatch(model_mismatch(dir, meta, model_fingerprint, 0));
     }
     impl->dim = static_cast<int32_t>(meta.dim);
@@ -379,7 +390,21 @@ int64_t Collection::item_count(std::optional<ItemStatus> status) const {
   return st.column_int64(0);
 }
 
+namespace {
+
+// Writes in the live space while another model's is staged would mix two spaces.
+void refuse_while_reembedding(const Collection::Impl& impl, const char* what) {
+  if (!impl.staged_fingerprint.empty()) {
+    throw Error::invalid_argument(std::string(what) + ": this collection is being re-embedded " +
+                                  "for model " + impl.staged_fingerprint +
+                                  "; stage the new vectors and commit_reembed() first");
+  }
+}
+
+}  // namespace
+
 std::vector<int64_t> Collection::upsert_items(const std::vector<ItemWrite>& items) {
+  refuse_while_reembedding(*impl_, "upsert_items");
   const int32_t dim = impl_->dim;
   std::lock_guard<std::mutex> lock(impl_->db_mutex);
   SqliteDb& db = *impl_->db;
@@ -455,6 +480,7 @@ int64_t Collection::remove_items(const std::vector<int64_t>& ids) {
 std::vector<int64_t> Collection::add_texts(const std::vector<std::string>& texts,
                                            const std::vector<float>& vectors,
                                            const std::string& source) {
+  refuse_while_reembedding(*impl_, "add_texts");
   const int32_t dim = impl_->dim;
   if (vectors.size() != texts.size() * static_cast<size_t>(dim)) {
     throw Error::invalid_argument(std::to_string(texts.size()) + " texts came with " +

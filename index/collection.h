@@ -32,9 +32,12 @@ struct CollectionOptions {
   // collection adds the id map itself), or "auto": exact "Flat" below kAutoExactLimit vectors,
   // "HNSW32" from there on. "" keeps what the catalog records ("auto" for a new one).
   std::string index_type;
-  // When the catalog was built with another model (or dim): adopt this one instead of
-  // refusing it. Every stored vector is dropped: items turn kStale and texts lose their
-  // vector until re-embedded (see list_texts), all in one transaction.
+  // When the catalog was built with another model (or dim): open it to re-embed into this
+  // model's space instead of refusing it. The catalog keeps answering in its old space
+  // (model_fingerprint() and dim() stay the old model's) while the new vectors are staged
+  // beside it with stage_items / stage_texts; commit_reembed() then swaps every item and
+  // text to the new space in one transaction. What an interrupted run staged is kept for the
+  // next run with the same model. With the catalog's own model it clears any staging.
   bool reembed = false;
 };
 
@@ -47,7 +50,8 @@ struct SearchParams {
 enum class ItemStatus {
   kOk,      // embedded; searchable
   kFailed,  // could not be read or embedded; `error` says why; never searchable
-  kStale,   // embedded by a previous model (after reembed); not searchable until re-embedded
+  kStale,   // its file was gone when the collection was re-embedded; not searchable until
+            // indexed again
 };
 
 // "ok", "failed", "stale": the words the catalog stores.
@@ -85,7 +89,7 @@ struct TextRecord {
   int64_t id = 0;
   std::string text;
   std::string source;
-  bool has_vector = true;  // false after a reembed until add_texts stores a new vector
+  bool has_vector = true;  // false only in catalogs re-embedded by mmsearch before staging
 };
 
 struct SearchHit {
@@ -160,10 +164,35 @@ class Collection {
   std::vector<int64_t> add_texts(const std::vector<std::string>& texts,
                                  const std::vector<float>& vectors, const std::string& source);
   std::optional<TextRecord> text(int64_t id) const;
-  // Like list_items; pages through the texts (after a reembed, those with !has_vector need
-  // add_texts again).
+  // Like list_items; pages through the texts.
   std::vector<TextRecord> list_texts(int64_t after_id, int32_t limit) const;
   int64_t text_count() const;
+
+  // ---- re-embedding into another model's space (open() with reembed) ----------------------
+
+  // The model being staged ("" when not re-embedding) and its dim.
+  const std::string& reembed_fingerprint() const;
+  int32_t reembed_dim() const;
+  // What is still to stage, by increasing id > after_id: items that are not failed (their
+  // file could not be read for the old model either), and texts.
+  std::vector<ItemRecord> items_to_reembed(int64_t after_id, int32_t limit) const;
+  std::vector<TextRecord> texts_to_reembed(int64_t after_id, int32_t limit) const;
+  // Items and texts still to stage, together.
+  int64_t reembed_pending() const;
+  // Stages the new model's record of item ids[i] in one transaction: writes[i] holds its
+  // size, mtime, hash, width and height as read now (its path is ignored) and either a vector
+  // (ok), or !ok with an error (the file is unreadable now: the item turns failed), or !ok
+  // with no error (the file is gone: the item turns stale, and `--prune` removes it).
+  // Throws Error::invalid_argument for mismatched sizes or a bad vector, and when not
+  // re-embedding.
+  void stage_items(const std::vector<int64_t>& ids, const std::vector<ItemWrite>& writes);
+  // vectors: [ids.size(), reembed_dim()].
+  void stage_texts(const std::vector<int64_t>& ids, const std::vector<float>& vectors);
+  // When nothing is left to stage: in one transaction, every item and text takes its staged
+  // record, the catalog records the new model, and the collection is in the new space
+  // (sync_indexes builds its search indexes). Returns false and changes nothing when
+  // something is still to stage (say a writer with the old model added items meanwhile).
+  bool commit_reembed();
 
   // ---- search -----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@
 #include <array>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 
@@ -26,8 +27,11 @@ struct LoadedIndex {
 
 struct Collection::Impl {
   std::string dir;
-  std::string fingerprint;
+  std::string fingerprint;  // the model of the searchable vectors
   int32_t dim = 0;
+  // While re-embedding (open() with reembed for another model): the model being staged.
+  std::string staged_fingerprint;
+  int32_t staged_dim = 0;
 
   // Guards db and every statement run on it.
   mutable std::mutex db_mutex;
@@ -46,6 +50,25 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "catalog vectors are stored as little-endian float32; add byte swapping here");
 
 std::string catalog_path(const std::string& dir);
+
+// Catalog helpers shared by collection.cc and collection_reembed.cc.
+extern const char* const kItemColumns;  // read_item's columns, in order
+extern const char* const kTextColumns;  // read_text's columns, in order
+void set_meta(SqliteDb& db, const std::string& key, const std::string& value);
+void set_meta(SqliteDb& db, const std::string& key, int64_t value);
+std::optional<std::string> get_meta(SqliteDb& db, const std::string& key);
+ItemStatus parse_status(const std::string& word, const std::string& where);
+ItemRecord read_item(const SqliteStatement& st, const std::string& where);
+TextRecord read_text(const SqliteStatement& st);
+// Throws Error::invalid_argument naming `what` unless v[0..dim) is finite with unit norm.
+void check_vector(const float* v, int32_t dim, const std::string& what);
+void check_page(int64_t after_id, int32_t limit);
+
+// Inside open()'s transaction, for CollectionOptions::reembed: makes sure the staging tables
+// exist and stage `fingerprint` (dim `dim`), keeping what an interrupted run staged for the
+// same model and dropping anything staged for another; "" (the catalog's own model) clears
+// the staging.
+void prepare_reembed(Collection::Impl& impl, const std::string& fingerprint, int32_t dim);
 
 // Synchronizes both targets. best_effort: a file that cannot be written (read-only folder or
 // catalog) leaves the rebuilt index in memory instead of throwing.

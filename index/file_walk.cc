@@ -47,6 +47,12 @@ void walk_dir(const fs::path& dir, const WalkOptions& options, std::set<fs::path
 
 }  // namespace
 
+std::optional<FoundFile> stat_regular_file(const std::string& path, bool follow) {
+  FoundFile f;
+  if (!stat_file(path, follow, f)) return std::nullopt;
+  return f;
+}
+
 std::vector<FoundFile> walk_files(const std::vector<std::string>& paths, const WalkOptions& options,
                                   std::vector<std::string>* skipped) {
   std::vector<FoundFile> out;

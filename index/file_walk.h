@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,5 +25,8 @@ struct WalkOptions {
 // skipped (reported in `skipped` when given).
 std::vector<FoundFile> walk_files(const std::vector<std::string>& paths, const WalkOptions& options,
                                   std::vector<std::string>* skipped = nullptr);
+
+// The regular file at `path` (through links when `follow`), or nullopt when there is none.
+std::optional<FoundFile> stat_regular_file(const std::string& path, bool follow);
 
 }  // namespace mms

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <sstream>
 #include <thread>
@@ -92,8 +93,9 @@ std::string reason_of(const std::string& error) {
 
 class Progress {
  public:
-  Progress(bool enabled, int64_t total)
+  Progress(bool enabled, const char* verb, int64_t total)
       : enabled_(enabled),
+        verb_(verb),
         tty_(isatty(fileno(stderr))),
         total_(total),
         start_(Clock::now()),
@@ -105,52 +107,35 @@ class Progress {
     last_ = Clock::now();
     const double rate = done / std::max(elapsed, 1e-9);
     const double eta = rate > 0 ? (total_ - done) / rate : 0;
-    std::fprintf(stderr, "%sindexing %lld/%lld images  %.1f images/s  ETA %.0f s%s",
-                 tty_ ? "\r" : "", static_cast<long long>(done), static_cast<long long>(total_),
+    std::fprintf(stderr, "%s%s %lld/%lld images  %.1f images/s  ETA %.0f s%s",
+                 tty_ ? "\r" : "", verb_, static_cast<long long>(done), static_cast<long long>(total_),
                  rate, eta, tty_ && !final ? "   " : "\n");
   }
 
  private:
-  bool enabled_, tty_;
+  bool enabled_;
+  const char* verb_;
+  bool tty_;
   int64_t total_;
   Clock::time_point start_, last_;
 };
 
-}  // namespace
-
-IndexSummary index_paths(Collection& collection, const Embedder& embedder,
-                         const std::vector<std::string>& paths, const IndexOptions& options) {
-  const auto t_start = Clock::now();
-  IndexSummary s;
+// Decodes `files` in parallel batches, embeds the images, and hands each batch's records to
+// `sink` with the index of its first file; decoding batch i + 1 overlaps embedding and
+// writing batch i. Every file gets a record: a bad one (not an image, corrupt, too large,
+// unreadable) is !ok with the reason. Adds the time of each phase to `s`.
+void embed_files(const std::vector<FoundFile>& files, const Embedder& embedder,
+                 const IndexOptions& options, const char* verb, IndexSummary& s,
+                 const std::function<void(size_t start, std::vector<ItemWrite>& batch)>& sink) {
   const int32_t threads =
       options.threads > 0 ? options.threads
                           : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
-  const std::vector<FoundFile> files = walk_files(paths, WalkOptions{options.follow_links});
-  s.files = static_cast<int64_t>(files.size());
-
-  // Files whose size and mtime match their catalog row are done: skip them unread.
-  std::vector<FoundFile> todo;
-  std::vector<bool> existed;
-  for (const FoundFile& f : files) {
-    const auto row = collection.find_item_by_path(f.path);
-    // A stale row (left by a model change) must be embedded again even if the file is not.
-    if (row && row->size == f.size && row->mtime_ns == f.mtime_ns &&
-        row->status != ItemStatus::kStale) {
-      ++s.unchanged;
-      continue;
-    }
-    todo.push_back(f);
-    existed.push_back(row.has_value());
-  }
-
-  // Every file found is recorded: images with their vector, the rest (not an image,
-  // corrupt, too large, unreadable) as failed with the reason, so a summary can name them.
   const int32_t size = embedder.image_size();
   const size_t batch = static_cast<size_t>(std::max(1, options.batch_size));
-  Progress progress(options.progress, static_cast<int64_t>(todo.size()));
+  Progress progress(options.progress, verb, static_cast<int64_t>(files.size()));
   auto slice = [&](size_t start) {
-    return std::vector<FoundFile>(todo.begin() + start,
-                                  todo.begin() + std::min(todo.size(), start + batch));
+    return std::vector<FoundFile>(files.begin() + start,
+                                  files.begin() + std::min(files.size(), start + batch));
   };
   auto decode_async = [&](size_t start) {
     return std::async(std::launch::async, [&, start] {
@@ -159,13 +144,12 @@ IndexSummary index_paths(Collection& collection, const Embedder& embedder,
       return std::make_pair(std::move(out), since(t0));
     });
   };
-  // Decoding batch i + 1 overlaps embedding and writing batch i.
   std::future<std::pair<std::vector<Decoded>, double>> pending;
-  if (!todo.empty()) pending = decode_async(0);
-  for (size_t start = 0; start < todo.size(); start += batch) {
+  if (!files.empty()) pending = decode_async(0);
+  for (size_t start = 0; start < files.size(); start += batch) {
     auto [decoded, decode_s] = pending.get();
     s.decode_seconds += decode_s;
-    if (start + batch < todo.size()) pending = decode_async(start + batch);
+    if (start + batch < files.size()) pending = decode_async(start + batch);
 
     const auto t_encode = Clock::now();
     std::vector<float> pixels;
@@ -189,20 +173,52 @@ IndexSummary index_paths(Collection& collection, const Embedder& embedder,
     const auto t_write = Clock::now();
     std::vector<ItemWrite> writes;
     for (Decoded& d : decoded) writes.push_back(std::move(d.write));
-    collection.upsert_items(writes);
+    sink(start, writes);
     s.write_seconds += since(t_write);
-    for (size_t i = 0; i < writes.size(); ++i) {
-      const bool was = existed[start + i];
-      if (!writes[i].ok) {
+    for (const ItemWrite& w : writes) {
+      if (!w.ok) {
         ++s.failed;
-        ++s.failed_by_reason[reason_of(writes[i].error)];
-      } else {
-        ++(was ? s.updated : s.added);
+        ++s.failed_by_reason[reason_of(w.error)];
       }
     }
-    progress.update(static_cast<int64_t>(std::min(todo.size(), start + batch)));
+    progress.update(static_cast<int64_t>(std::min(files.size(), start + batch)));
   }
-  if (!todo.empty()) progress.update(static_cast<int64_t>(todo.size()), true);
+  if (!files.empty()) progress.update(static_cast<int64_t>(files.size()), true);
+}
+
+}  // namespace
+
+IndexSummary index_paths(Collection& collection, const Embedder& embedder,
+                         const std::vector<std::string>& paths, const IndexOptions& options) {
+  const auto t_start = Clock::now();
+  IndexSummary s;
+  const std::vector<FoundFile> files = walk_files(paths, WalkOptions{options.follow_links});
+  s.files = static_cast<int64_t>(files.size());
+
+  // Files whose size and mtime match their catalog row are done: skip them unread.
+  std::vector<FoundFile> todo;
+  std::vector<bool> existed;
+  for (const FoundFile& f : files) {
+    const auto row = collection.find_item_by_path(f.path);
+    // A stale row (its file was gone at a model change) must be embedded again.
+    if (row && row->size == f.size && row->mtime_ns == f.mtime_ns &&
+        row->status != ItemStatus::kStale) {
+      ++s.unchanged;
+      continue;
+    }
+    todo.push_back(f);
+    existed.push_back(row.has_value());
+  }
+
+  // Every file found is recorded: images with their vector, the rest as failed with the
+  // reason, so a summary can name them.
+  embed_files(todo, embedder, options, "indexing", s,
+              [&](size_t start, std::vector<ItemWrite>& writes) {
+                collection.upsert_items(writes);
+                for (size_t i = 0; i < writes.size(); ++i) {
+                  if (writes[i].ok) ++(existed[start + i] ? s.updated : s.added);
+                }
+              });
 
   if (options.prune) {
     std::vector<int64_t> gone;
@@ -224,6 +240,82 @@ IndexSummary index_paths(Collection& collection, const Embedder& embedder,
   s.write_seconds += since(t_sync);
   s.seconds = since(t_start);
   return s;
+}
+
+ReembedSummary reembed_collection(Collection& collection, const Embedder& embedder,
+                                  const IndexOptions& options) {
+  const auto t_start = Clock::now();
+  ReembedSummary r;
+  if (collection.reembed_fingerprint().empty()) return r;  // already in this model's space
+  if (collection.reembed_fingerprint() != embedder.fingerprint()) {
+    throw Error::invalid_argument("reembed_collection: the collection stages model " +
+                                  collection.reembed_fingerprint() + ", not " +
+                                  embedder.fingerprint());
+  }
+  constexpr int32_t kPage = 4096;
+  // A writer with the old model may add items meanwhile: stage until nothing is left, then
+  // swap (commit_reembed checks again inside its transaction).
+  do {
+    for (int64_t after = 0;;) {
+      const std::vector<ItemRecord> page = collection.items_to_reembed(after, kPage);
+      if (page.empty()) break;
+      after = page.back().id;
+      std::vector<FoundFile> files;
+      std::vector<int64_t> ids;
+      std::vector<ItemWrite> gone;
+      std::vector<int64_t> gone_ids;
+      for (const ItemRecord& item : page) {
+        if (std::optional<FoundFile> f = stat_regular_file(item.path, /*follow=*/true)) {
+          f->path = item.path;
+          files.push_back(*f);
+          ids.push_back(item.id);
+          continue;
+        }
+        // Gone: keep what the catalog knew; the item turns stale at the swap.
+        ItemWrite w;
+        w.size = item.size;
+        w.mtime_ns = item.mtime_ns;
+        w.content_hash = item.content_hash;
+        w.width = item.width;
+        w.height = item.height;
+        w.ok = false;
+        gone.push_back(std::move(w));
+        gone_ids.push_back(item.id);
+      }
+      if (!gone.empty()) collection.stage_items(gone_ids, gone);
+      r.gone += static_cast<int64_t>(gone.size());
+      r.items.files += static_cast<int64_t>(page.size());
+      embed_files(files, embedder, options, "re-embedding", r.items,
+                  [&](size_t start, std::vector<ItemWrite>& writes) {
+                    collection.stage_items(
+                        std::vector<int64_t>(ids.begin() + start,
+                                             ids.begin() + start + writes.size()),
+                        writes);
+                    for (const ItemWrite& w : writes) r.items.updated += w.ok ? 1 : 0;
+                  });
+    }
+    for (int64_t after = 0;;) {
+      const std::vector<TextRecord> page = collection.texts_to_reembed(after, 256);
+      if (page.empty()) break;
+      after = page.back().id;
+      std::vector<int64_t> ids;
+      std::vector<std::string> texts;
+      for (const TextRecord& t : page) {
+        ids.push_back(t.id);
+        texts.push_back(t.text);
+      }
+      const auto t_encode = Clock::now();
+      const std::vector<float> vectors = embedder.embed_texts(texts);
+      r.items.encode_seconds += since(t_encode);
+      collection.stage_texts(ids, vectors);
+      r.texts += static_cast<int64_t>(page.size());
+    }
+  } while (!collection.commit_reembed());
+  const auto t_sync = Clock::now();
+  collection.sync_indexes();
+  r.items.write_seconds += since(t_sync);
+  r.items.seconds = since(t_start);
+  return r;
 }
 
 std::string format_summary(const IndexSummary& s) {

@@ -33,6 +33,20 @@ struct IndexSummary {
 IndexSummary index_paths(Collection& collection, const Embedder& embedder,
                          const std::vector<std::string>& paths, const IndexOptions& options);
 
+struct ReembedSummary {
+  IndexSummary items;  // files: items re-read; updated: embedded; failed: unreadable now
+  int64_t gone = 0;    // items whose file is gone: stale after the swap (--prune removes them)
+  int64_t texts = 0;   // texts embedded
+};
+
+// For a collection opened with CollectionOptions::reembed for `embedder`'s model: embeds
+// every item again from its file and every text, staged beside the live vectors (searchers
+// with the old model keep answering), then swaps to the new space in one transaction and
+// builds its search indexes. An interrupted run resumes with what it staged. Does nothing
+// when the collection is already in this model's space.
+ReembedSummary reembed_collection(Collection& collection, const Embedder& embedder,
+                                  const IndexOptions& options);
+
 // One line per figure, for the end of a run.
 std::string format_summary(const IndexSummary& summary);
 

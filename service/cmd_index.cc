@@ -51,32 +51,6 @@ void run_index(const IndexCommand& c) {
   collection_options.index_type = c.index_type;
   collection_options.reembed = c.reembed;
   const std::unique_ptr<Collection> collection = Collection::open(c.index_dir, collection_options);
-  std::vector<std::string> paths = c.paths;
-  if (c.reembed) {
-    // Every item whose vector belongs to the old model is embedded again from its file, and
-    // every text from its stored string; a run that is interrupted resumes where it stopped.
-    for (int64_t after = 0;;) {
-      const std::vector<ItemRecord> page = collection->list_items(after, 1000);
-      if (page.empty()) break;
-      for (const ItemRecord& item : page) {
-        std::error_code ec;  // a file gone since stays stale (and --prune removes it)
-        if (item.status == ItemStatus::kStale && std::filesystem::exists(item.path, ec)) {
-          paths.push_back(item.path);
-        }
-      }
-      after = page.back().id;
-    }
-    std::vector<std::string> texts;
-    for (int64_t after = 0;;) {
-      const std::vector<TextRecord> page = collection->list_texts(after, 1000);
-      if (page.empty()) break;
-      for (const TextRecord& t : page) {
-        if (!t.has_vector) texts.push_back(t.text);
-      }
-      after = page.back().id;
-    }
-    if (!texts.empty()) collection->add_texts(texts, embedder->embed_texts(texts), "reembed");
-  }
   IndexOptions options;
   options.threads = threads;
   options.prune = c.prune;
@@ -85,7 +59,17 @@ void run_index(const IndexCommand& c) {
   if (!c.captions.empty()) {
     for (const Pair& p : read_pairs(c.captions)) options.captions.emplace(p.image, p.caption);
   }
-  const IndexSummary summary = index_paths(*collection, *embedder, paths, options);
+  if (c.reembed) {
+    // Until the swap at its end, searchers with the old model keep answering.
+    const ReembedSummary r = reembed_collection(*collection, *embedder, options);
+    std::cout << "re-embedded " << r.items.updated << " items and " << r.texts << " texts into "
+              << "the space of model " << embedder->fingerprint() << "; " << r.items.failed
+              << " unreadable, " << r.gone << " gone (stale until indexed again; --prune "
+              << "removes them)\n"
+              << format_summary(r.items) << "\n";
+    if (c.paths.empty() && !c.prune) return;
+  }
+  const IndexSummary summary = index_paths(*collection, *embedder, c.paths, options);
   std::cout << format_summary(summary) << "\n";
 }
 

@@ -1,8 +1,10 @@
 // `mmsearch index` and `mmsearch search` as a user runs them: a run killed with SIGKILL in
-// the middle loses nothing once re-run, the CLI's results equal the library's, and an index
-// refuses a model other than the one that built it.
+// the middle loses nothing once re-run, the CLI's results equal the library's, an index
+// refuses a model other than the one that built it, and `--reembed` moves it to another
+// model while the old one keeps answering until the swap.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -144,6 +146,75 @@ TEST_F(IndexCliTest, AddedTextsAreSearchableAndLongTextsAreKeptWhole) {
   EXPECT_TRUE(long_found);
   std::ofstream(dir_ / "bad.jsonl") << "{\"txt\": 1}\n";
   EXPECT_EQ(run("add-texts " + common() + " " + (dir_ / "bad.jsonl").string()).first, 1);
+}
+
+// Rows of `table` in the catalog, read without taking part in anything (0 before it exists).
+int64_t catalog_rows(const fs::path& index, const std::string& table) {
+  sqlite3* db = nullptr;
+  int64_t n = 0;
+  if (sqlite3_open_v2((index / "catalog.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) ==
+      SQLITE_OK) {
+    sqlite3_busy_timeout(db, 1000);
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, ("SELECT COUNT(*) FROM " + table).c_str(), -1, &st, nullptr) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+      n = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return n;
+}
+
+TEST_F(IndexCliTest, AReembedKilledMidwayLeavesTheOldModelAnsweringAndResumes) {
+  ASSERT_EQ(run("index " + common() + " " + (dir_ / "photos").string()).first, 0);
+  mms::testing::make_tiny_model(dir_ / "next", /*seed=*/3);
+  const std::string next = "--index " + (dir_ / "index").string() + " --model " +
+                           (dir_ / "next").string() + " --threads 1";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    freopen("/dev/null", "w", stderr);
+    freopen("/dev/null", "w", stdout);
+    const std::string index = (dir_ / "index").string(), model = (dir_ / "next").string();
+    execl(kProgram.c_str(), kProgram.c_str(), "index", "--index", index.c_str(), "--model",
+          model.c_str(), "--threads", "1", "--batch-size", "8", "--reembed", nullptr);
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  int64_t staged = 0;
+  while (std::chrono::steady_clock::now() < deadline && staged < 16) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    staged = catalog_rows(dir_ / "index", "staged_items");
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the re-embed finished before it could be killed";
+  ASSERT_GE(staged, 8);
+
+  // Half-way, the old model still finds every image, and the new one is told to wait.
+  const auto [old_code, old_out] = run("search " + common() + " --text \"a red circle\" -k 1000 --json");
+  ASSERT_EQ(old_code, 0) << old_out;
+  EXPECT_EQ(nlohmann::json::parse(old_out).at("results").size(), static_cast<size_t>(kImages));
+  EXPECT_EQ(run("search " + next + " --text red").first, 1);
+
+  const auto [code, out] = run("index " + next + " --reembed");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("re-embedded"), std::string::npos) << out;
+  EXPECT_EQ(catalog_rows(dir_ / "index", "staged_items"), 0);
+  EXPECT_EQ(run("search " + common() + " --text red").first, 1);  // the old model is refused now
+  auto embedder = mms::Embedder::load((dir_ / "next").string());
+  auto c = mms::Collection::open_for_search((dir_ / "index").string(), embedder->fingerprint());
+  EXPECT_EQ(c->item_count(mms::ItemStatus::kOk), kImages);
+  // Every vector is the new model's: each image finds itself with a score of 1.
+  for (int i : {0, 77, kImages - 1}) {
+    const std::string probe = (dir_ / "photos" / ("img" + std::to_string(i) + ".jpg")).string();
+    const auto hits = mms::search_collection(*c, mms::embed_image_query(*embedder, probe),
+                                             mms::SearchTarget::kImages, 1);
+    ASSERT_EQ(hits.size(), 1u);
+    EXPECT_NEAR(hits[0].score, 1.f, 1e-4) << probe;
+  }
 }
 
 TEST_F(IndexCliTest, BadUsageExitsTwo) {

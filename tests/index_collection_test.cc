@@ -428,30 +428,116 @@ TEST_F(CollectionTest, RefusesAnotherModelNamingBoth) {
   EXPECT_EQ(kind_of([&] { Collection::open(dir_, wider); }), ErrorKind::kMismatch);
 }
 
-TEST_F(CollectionTest, ReembedDropsOldVectors) {
-  {
-    auto c = Collection::open(dir_, options());
-    fill(*c, 4);
-    c->add_texts({"hello"}, random_unit_vectors(1, kDim, 2), "t");
-    c->sync_indexes();
-  }
+CollectionOptions next_model(int32_t dim = 16) {
   CollectionOptions next = options();
   next.model_fingerprint = "model-cccc";
-  next.dim = 16;
+  next.dim = dim;
   next.reembed = true;
-  auto c = Collection::open(dir_, next);
-  EXPECT_EQ(c->dim(), 16);
-  EXPECT_EQ(c->item_count(ItemStatus::kStale), 4);
-  EXPECT_FALSE(c->list_texts(0, 10)[0].has_vector);
-  c->sync_indexes();
-  EXPECT_EQ(c->index_info(Target::kImages).vectors, 0);
-  EXPECT_EQ(c->index_info(Target::kTexts).vectors, 0);
-  const auto v = random_unit_vectors(1, 16, 8);
-  c->upsert_items({ok_item("img0.png", v.data(), 16)});
-  c->add_texts({"hello"}, v, "t");
-  c->sync_indexes();
-  EXPECT_EQ(c->search(Target::kImages, v.data(), 1, 5)[0].size(), 1u);
-  EXPECT_EQ(c->search(Target::kTexts, v.data(), 1, 5)[0].size(), 1u);
+  return next;
+}
+
+// The new model's record of an item: a fresh vector of the new dim.
+ItemWrite restaged(const float* vector, int32_t dim) {
+  return ok_item("ignored", vector, dim);
+}
+
+TEST_F(CollectionTest, ReembedKeepsTheOldSpaceAnsweringUntilTheSwap) {
+  std::vector<float> old_v;
+  {
+    auto c = Collection::open(dir_, options());
+    old_v = fill(*c, 4);
+    c->add_texts({"hello", "world"}, random_unit_vectors(2, kDim, 2), "t");
+    c->sync_indexes();
+  }
+  auto re = Collection::open(dir_, next_model());
+  EXPECT_EQ(re->reembed_fingerprint(), "model-cccc");
+  EXPECT_EQ(re->model_fingerprint(), kModel);  // still the live space
+  EXPECT_EQ(re->dim(), kDim);
+  EXPECT_EQ(re->reembed_pending(), 6);
+  EXPECT_EQ(kind_of([&] { re->upsert_items({ok_item("x.png", old_v.data())}); }),
+            ErrorKind::kInvalidArgument);
+
+  const auto new_v = random_unit_vectors(4, 16, 9);
+  const auto items = re->items_to_reembed(0, 100);
+  ASSERT_EQ(items.size(), 4u);
+  re->stage_items({items[0].id, items[1].id, items[2].id},
+                  {restaged(new_v.data(), 16), restaged(new_v.data() + 16, 16),
+                   restaged(new_v.data() + 32, 16)});
+  EXPECT_FALSE(re->commit_reembed());  // one item and two texts are left
+
+  // Meanwhile the old model's searchers see the old space, whole; the new model is told to
+  // wait for the re-embed rather than that the index is incompatible.
+  {
+    auto old_reader = Collection::open_for_search(dir_, kModel);
+    const auto hits = old_reader->search(Target::kImages, old_v.data() + kDim, 1, 4)[0];
+    ASSERT_EQ(hits.size(), 4u);
+    EXPECT_EQ(hits[0].id, ids_[1]);
+    EXPECT_EQ(kind_of([&] { Collection::open_for_search(dir_, "model-cccc"); }),
+              ErrorKind::kUnavailable);
+  }
+
+  re->stage_items({items[3].id}, {restaged(new_v.data() + 48, 16)});
+  const auto texts = re->texts_to_reembed(0, 10);
+  ASSERT_EQ(texts.size(), 2u);
+  re->stage_texts({texts[0].id, texts[1].id}, random_unit_vectors(2, 16, 3));
+  EXPECT_EQ(re->reembed_pending(), 0);
+  ASSERT_TRUE(re->commit_reembed());
+  EXPECT_EQ(re->model_fingerprint(), "model-cccc");
+  EXPECT_EQ(re->dim(), 16);
+  EXPECT_TRUE(re->reembed_fingerprint().empty());
+  re->sync_indexes();
+  const auto hits = re->search(Target::kImages, new_v.data() + 32, 1, 4)[0];
+  ASSERT_EQ(hits.size(), 4u);
+  EXPECT_EQ(hits[0].id, items[2].id);  // ids survive the swap
+  EXPECT_NEAR(hits[0].score, 1.f, 1e-5);
+  EXPECT_EQ(re->search(Target::kTexts, new_v.data(), 1, 5)[0].size(), 2u);
+  EXPECT_EQ(kind_of([&] { Collection::open_for_search(dir_, kModel); }), ErrorKind::kMismatch);
+  EXPECT_EQ(Collection::open_for_search(dir_, "model-cccc")->index_info(Target::kImages).vectors,
+            4);
+}
+
+TEST_F(CollectionTest, AnInterruptedReembedResumesAndAnotherModelStartsOver) {
+  {
+    auto c = Collection::open(dir_, options());
+    fill(*c, 3);
+  }
+  const auto v = random_unit_vectors(1, 16, 4);
+  {
+    auto re = Collection::open(dir_, next_model());
+    re->stage_items({ids_[0]}, {restaged(v.data(), 16)});
+  }  // "killed" here
+  {
+    auto re = Collection::open(dir_, next_model());
+    const auto left = re->items_to_reembed(0, 10);
+    ASSERT_EQ(left.size(), 2u);
+    EXPECT_EQ(left[0].id, ids_[1]);
+  }
+  auto other = Collection::open(dir_, next_model(/*dim=*/20));  // same name, other dim
+  EXPECT_EQ(other->items_to_reembed(0, 10).size(), 3u);
+  EXPECT_EQ(kind_of([&] { other->stage_items({ids_[0]}, {restaged(v.data(), 16)}); }),
+            ErrorKind::kInvalidArgument);
+}
+
+TEST_F(CollectionTest, ReembedTurnsGoneFilesStaleAndUnreadableOnesFailed) {
+  {
+    auto c = Collection::open(dir_, options());
+    fill(*c, 3);
+  }
+  auto re = Collection::open(dir_, next_model());
+  const auto v = random_unit_vectors(1, 16, 5);
+  ItemWrite gone;  // no error: the file is gone
+  gone.ok = false;
+  ItemWrite broken;
+  broken.ok = false;
+  broken.error = "corrupt: truncated";
+  re->stage_items({ids_[0], ids_[1], ids_[2]}, {restaged(v.data(), 16), gone, broken});
+  ASSERT_TRUE(re->commit_reembed());
+  EXPECT_EQ(re->item(ids_[0])->status, ItemStatus::kOk);
+  EXPECT_EQ(re->item(ids_[1])->status, ItemStatus::kStale);
+  EXPECT_EQ(re->item(ids_[2])->status, ItemStatus::kFailed);
+  EXPECT_EQ(re->item(ids_[2])->error, "corrupt: truncated");
+  re->sync_indexes();
+  EXPECT_EQ(re->index_info(Target::kImages).vectors, 1);
 }
 
 TEST_F(CollectionTest, RecordsFailedItemsAndNeverReturnsThem) {
