@@ -12,6 +12,7 @@ run="${RUN_DIR:-runs/default}"
 install_to="${INSTALL_TO:-data/models/default}"
 config="${CONFIG:-training/configs/default.json}"
 vocab="${VOCAB_SIZE:-4000}"
+mms="${MMSEARCH:-build/mmsearch}"   # another build of the program, e.g. a copy kept apart from rebuilds
 start=$(date +%s)
 
 scripts/setup.sh
@@ -32,17 +33,17 @@ with open(sys.argv[1] + ".tmp", "w", encoding="utf-8") as out:
 import os
 os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 PY
-  build/mmsearch tokenizer-train --corpus "$run/corpus.txt" --vocab-size "$vocab" \
+  "$mms" tokenizer-train --corpus "$run/corpus.txt" --vocab-size "$vocab" \
     --out "$run/tokenizer.model"
 fi
 
 resume=()
 [ -f "$run/checkpoint.json" ] && resume=(--resume)
-build/mmsearch train --config "$config" --out "$run" --set "tokenizer=$run/tokenizer.model" \
+"$mms" train --config "$config" --out "$run" --set "tokenizer=$run/tokenizer.model" \
   "${resume[@]}" "$@"
 
 for set in emoji openclipart fashion_mnist; do
-  build/mmsearch eval --model "$run/model" --manifest "data/manifests/$set.jsonl" \
+  "$mms" eval --model "$run/model" --manifest "data/manifests/$set.jsonl" \
     --json "$run/test_$set.json" --zero-shot-template "a photo of {}"
 done
 
