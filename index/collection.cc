@@ -529,6 +529,25 @@ std::vector<TextRecord> Collection::list_texts(int64_t after_id, int32_t limit) 
   return page;
 }
 
+std::optional<std::vector<float>> Collection::stored_vector(Target target, int64_t id) const {
+  std::lock_guard<std::mutex> lock(impl_->db_mutex);
+  SqliteStatement st(*impl_->db, target == Target::kImages
+                                     ? "SELECT vector FROM items WHERE id = ?1"
+                                     : "SELECT vector FROM texts WHERE id = ?1");
+  st.bind(1, id);
+  if (!st.step() || st.is_null(0)) return std::nullopt;
+  size_t bytes = 0;
+  const void* blob = st.column_blob(0, &bytes);
+  if (bytes != static_cast<size_t>(impl_->dim) * sizeof(float)) {
+    throw Error::corrupt("catalog '" + impl_->db->path() + "': the vector of " +
+                         (target == Target::kImages ? "item " : "text ") + std::to_string(id) +
+                         " has " + std::to_string(bytes) + " bytes");
+  }
+  std::vector<float> v(static_cast<size_t>(impl_->dim));
+  std::memcpy(v.data(), blob, bytes);
+  return v;
+}
+
 int64_t Collection::text_count() const {
   std::lock_guard<std::mutex> lock(impl_->db_mutex);
   SqliteStatement st(*impl_->db, "SELECT COUNT(*) FROM texts");

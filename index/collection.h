@@ -168,6 +168,10 @@ class Collection {
   std::vector<TextRecord> list_texts(int64_t after_id, int32_t limit) const;
   int64_t text_count() const;
 
+  // The stored vector of an item (kImages) or a text (kTexts): [dim] unit norm, or nullopt
+  // when there is no such id or it has no vector (a failed or stale item).
+  std::optional<std::vector<float>> stored_vector(Target target, int64_t id) const;
+
   // ---- re-embedding into another model's space (open() with reembed) ----------------------
 
   // The model being staged ("" when not re-embedding) and its dim.

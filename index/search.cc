@@ -4,6 +4,7 @@
 #include "encoders/embedder.h"
 #include "encoders/image_io.h"
 #include "index/collection.h"
+#include "index/query.h"
 
 namespace mms {
 
@@ -26,11 +27,7 @@ std::vector<float> embed_image_query(const Embedder& embedder, const std::string
 std::vector<SearchResult> search_collection(const Collection& collection,
                                             const std::vector<float>& query, SearchTarget target,
                                             int32_t k) {
-  if (k < 1) throw Error::invalid_argument("k must be at least 1, got " + std::to_string(k));
-  const bool images = target == SearchTarget::kImages;
-  const auto found = collection.search(
-      images ? Collection::Target::kImages : Collection::Target::kTexts, query.data(), 1, k);
-  return resolve_hits(collection, found.at(0), target);
+  return search_query(collection, query, target, k, QueryFilters{});
 }
 
 std::vector<SearchResult> resolve_hits(const Collection& collection,

@@ -23,6 +23,7 @@ struct SearchResult {
   std::string path;     // images: the file
   std::string text;     // texts: the text
   std::string caption;  // images: the attached caption, if any
+  std::vector<int64_t> duplicates;  // with dedup: the ids folded into this result
 };
 
 // Query embeddings, [dim] unit norm. The image is loaded with the default ImageLimits.

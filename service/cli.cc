@@ -45,7 +45,8 @@ struct Options {
   std::vector<std::string> paths;
   bool prune = false, gpu = false, json = false, reembed = false, follow_links = false;
   std::string captions;
-  std::string text, image, target = "images", file;
+  std::string target = "images", file;
+  SearchCommand search;
   std::string split = "test", zero_shot_template = "a photo of a {}";
   int k = 10;
   std::string host = "127.0.0.1", api_key;
@@ -161,9 +162,20 @@ int run_cli(int argc, char** argv) {
 
   CLI::App* search = app.add_subcommand("search", "Search an index by text or by image");
   search->add_option("--index", o.index_dir, "Index directory")->required();
-  auto* text_opt = search->add_option("--text", o.text, "Query text");
-  auto* image_opt = search->add_option("--image", o.image, "Query image file");
-  text_opt->excludes(image_opt);
+  SearchCommand& q = o.search;
+  search->add_option("--text", q.text, "Query text");
+  search->add_option("--image", q.image, "Query image file");
+  search->add_option("--query", q.query,
+                     "Compound query, e.g. '2 * \"golden retriever\" + image:dog.jpg - fruit'");
+  search->add_option("--item", q.items, "An indexed item's id: search like it (repeatable)");
+  search->add_option("--vector", q.vector_file, "A raw embedding: JSON array of floats");
+  search->add_option("--min-score", q.min_score, "Drop results scoring below this (-1..1)")
+      ->check(CLI::Range(-1.0, 1.0));
+  search->add_option("--path-prefix", q.path_prefix, "Only images under this folder");
+  search->add_flag("--dedup", q.dedup, "Collapse near-identical results into one");
+  search->add_option("--dedup-threshold", q.dedup_threshold,
+                     "Cosine similarity that counts as identical (default 0.99)")
+      ->check(CLI::Range(0.01, 1.0));
   search->add_option("--target", o.target, "What to return")
       ->check(CLI::IsMember({"images", "texts"}));
   search->add_option("-k", o.k, "Number of results")->check(CLI::Range(1, 10000));
@@ -175,12 +187,22 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::Range(1, 65536));
   add_threads(search, o);
   search->callback([&] {
-    if (o.text.empty() && o.image.empty()) {
-      throw CLI::ValidationError("search", "one of --text or --image is required");
+    if (q.text.empty() && q.image.empty() && q.query.empty() && q.vector_file.empty() &&
+        q.items.empty()) {
+      throw CLI::ValidationError("search",
+                                 "give a query: --text, --image, --query, --item or --vector");
     }
     action = [&o] {
-      run_search({o.index_dir, o.model_dir, o.text, o.image, o.target, o.k, o.json, o.threads,
-                  o.nprobe, o.ef_search});
+      SearchCommand c = o.search;
+      c.index_dir = o.index_dir;
+      c.model_dir = o.model_dir;
+      c.target = o.target;
+      c.k = o.k;
+      c.json = o.json;
+      c.threads = o.threads;
+      c.nprobe = o.nprobe;
+      c.ef_search = o.ef_search;
+      run_search(c);
     };
   });
 

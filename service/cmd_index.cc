@@ -12,6 +12,7 @@
 #include "encoders/embedder.h"
 #include "index/collection.h"
 #include "index/indexer.h"
+#include "index/query.h"
 #include "index/search.h"
 #include "service/search_json.h"
 #include "training/manifest.h"
@@ -110,9 +111,32 @@ void run_search(const SearchCommand& c) {
   const std::unique_ptr<Collection> collection =
       Collection::open_for_search(c.index_dir, embedder->fingerprint());
   collection->set_search_params({c.nprobe, c.ef_search});
-  const std::vector<float> query = c.text.empty() ? embed_image_query(*embedder, c.image)
-                                                  : embed_text_query(*embedder, c.text);
-  const std::vector<SearchResult> hits = search_collection(*collection, query, target, c.k);
+  std::vector<QueryTerm> terms = c.query.empty() ? std::vector<QueryTerm>() : parse_query(c.query);
+  auto add = [&](QueryTerm::Kind kind, const std::string& text, int64_t item) {
+    QueryTerm t;
+    t.kind = kind;
+    t.text = text;
+    t.item = item;
+    terms.push_back(std::move(t));
+  };
+  if (!c.text.empty()) add(QueryTerm::Kind::kText, c.text, 0);
+  if (!c.image.empty()) add(QueryTerm::Kind::kImage, c.image, 0);
+  if (!c.vector_file.empty()) add(QueryTerm::Kind::kVector, c.vector_file, 0);
+  for (int64_t item : c.items) add(QueryTerm::Kind::kItem, "", item);
+  const TermEmbedder term_embedder{
+      [&](const std::string& text) { return embed_text_query(*embedder, text); },
+      [&](const std::string& file) { return embed_image_query(*embedder, file); },
+      [](const std::string& file) { return read_vector_file(file); }};
+  const std::vector<float> query = compose_query(*collection, terms, term_embedder);
+  QueryFilters filters;
+  filters.min_score = c.min_score;
+  // Catalog paths are absolute and lexically normal; so must the folder be.
+  if (!c.path_prefix.empty()) {
+    filters.path_prefix = std::filesystem::absolute(c.path_prefix).lexically_normal().string();
+  }
+  filters.dedup = c.dedup;
+  filters.dedup_threshold = c.dedup_threshold;
+  const std::vector<SearchResult> hits = search_query(*collection, query, target, c.k, filters);
   const double took_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (c.json) {
@@ -123,10 +147,15 @@ void run_search(const SearchCommand& c) {
   std::printf("%4s  %6s  %s\n", "rank", "score", target == SearchTarget::kImages ? "path" : "text");
   for (size_t i = 0; i < hits.size(); ++i) {
     const SearchResult& h = hits[i];
-    std::printf("%4zu  %6.3f  %s\n", i + 1, h.score,
-                (target == SearchTarget::kImages ? h.path : h.text).c_str());
+    const std::string folded =
+        h.duplicates.empty() ? "" : "  (+" + std::to_string(h.duplicates.size()) + " near-identical)";
+    std::printf("%4zu  %6.3f  %s%s\n", i + 1, h.score,
+                (target == SearchTarget::kImages ? h.path : h.text).c_str(), folded.c_str());
   }
-  if (hits.empty()) std::printf("(no results: the index is empty)\n");
+  if (hits.empty()) {
+    std::printf(c.min_score || !c.path_prefix.empty() ? "(no results pass the filters)\n"
+                                                      : "(no results: the index is empty)\n");
+  }
 }
 
 }  // namespace mms

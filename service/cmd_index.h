@@ -1,6 +1,7 @@
 // The collection commands of the CLI: `index`, `add-texts` and `search`.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,11 +23,20 @@ struct AddTextsCommand {
 void run_add_texts(const AddTextsCommand& command);
 
 struct SearchCommand {
-  std::string index_dir, model_dir, text, image, target = "images";
+  std::string index_dir, model_dir;
+  // The query: every one given adds its terms (see index/query.h), weight 1 unless --query
+  // says otherwise.
+  std::string text, image, query, vector_file;
+  std::vector<int64_t> items;
+  std::string target = "images";
   int k = 10;
   bool json = false;
   int threads = 0;
   int nprobe = 16, ef_search = 64;  // approximate indexes only
+  std::optional<float> min_score;
+  std::string path_prefix;
+  bool dedup = false;
+  float dedup_threshold = 0.99f;
 };
 void run_search(const SearchCommand& command);
 

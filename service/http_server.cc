@@ -17,9 +17,11 @@
 #include <string_view>
 #include <thread>
 
+#include "common/base64.h"
 #include "common/error.h"
 #include "encoders/embedder.h"
 #include "index/collection.h"
+#include "index/query.h"
 #include "index/search.h"
 #include "service/metrics.h"
 #include "service/search_json.h"
@@ -99,7 +101,9 @@ const std::vector<RouteSpec>& route_specs() {
       {std::regex("/healthz"), "/healthz", "GET"},
       {std::regex("/metrics"), "/metrics", "GET"},
       {std::regex("/openapi.json"), "/openapi.json", "GET"},
+      {std::regex("/v1/search"), "/v1/search", "POST"},
       {std::regex("/v1/search/text"), "/v1/search/text", "POST"},
+      {std::regex("/v1/search/vector"), "/v1/search/vector", "POST"},
       {std::regex("/v1/search/image"), "/v1/search/image", "POST"},
       {std::regex("/v1/embed/text"), "/v1/embed/text", "POST"},
       {std::regex("/v1/embed/image"), "/v1/embed/image", "POST"},
@@ -244,6 +248,76 @@ int64_t int_param(const Request& req, const char* name, int64_t fallback) {
   return std::stoll(v);
 }
 
+// What every search route takes besides its query: k, target and the filters.
+struct SearchRequest {
+  int32_t k = 10;
+  SearchTarget target = SearchTarget::kImages;
+  QueryFilters filters;
+};
+
+// A JSON body's "k", "target", "min_score", "path_prefix", "dedup" and "dedup_threshold".
+SearchRequest search_request(const json& j, int32_t max_k) {
+  SearchRequest r;
+  if (j.contains("k")) {
+    if (!j["k"].is_number_integer()) throw Error::invalid_argument("\"k\" must be an integer");
+    const int64_t k = j["k"].is_number_unsigned() && j["k"].get<uint64_t>() > INT32_MAX
+                          ? INT64_MAX
+                          : j["k"].get<int64_t>();
+    r.k = check_k(k, max_k);
+  }
+  if (j.contains("target")) {
+    if (!j["target"].is_string()) throw Error::invalid_argument("\"target\" must be a string");
+    r.target = parse_search_target(j["target"].get<std::string>());
+  }
+  auto number = [&](const char* name) -> std::optional<float> {
+    if (!j.contains(name) || j[name].is_null()) return std::nullopt;
+    if (!j[name].is_number()) {
+      throw Error::invalid_argument(std::string("\"") + name + "\" must be a number");
+    }
+    return j[name].get<float>();
+  };
+  r.filters.min_score = number("min_score");
+  r.filters.dedup_threshold = number("dedup_threshold").value_or(r.filters.dedup_threshold);
+  if (j.contains("path_prefix")) r.filters.path_prefix = string_field(j, "path_prefix", 4096);
+  if (j.contains("dedup")) {
+    if (!j["dedup"].is_boolean()) throw Error::invalid_argument("\"dedup\" must be true or false");
+    r.filters.dedup = j["dedup"].get<bool>();
+  }
+  check_filters(r.filters, r.target);
+  return r;
+}
+
+// The same options as query parameters (POST /v1/search/image, whose body is the image).
+SearchRequest search_request(const Request& req, int32_t max_k) {
+  json j = json::object();
+  j["k"] = int_param(req, "k", 10);
+  if (req.has_param("target")) j["target"] = req.get_param_value("target");
+  if (req.has_param("path_prefix")) j["path_prefix"] = req.get_param_value("path_prefix");
+  for (const char* name : {"min_score", "dedup_threshold"}) {
+    if (!req.has_param(name)) continue;
+    const std::string v = req.get_param_value(name);
+    size_t used = 0;
+    float x = 0;
+    try {
+      x = std::stof(v, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (v.empty() || used != v.size()) {
+      throw Error::invalid_argument(std::string("query parameter ") + name + " must be a number");
+    }
+    j[name] = x;
+  }
+  if (req.has_param("dedup")) {
+    const std::string v = req.get_param_value("dedup");
+    if (v != "true" && v != "false" && v != "1" && v != "0") {
+      throw Error::invalid_argument("query parameter dedup must be true or false");
+    }
+    j["dedup"] = v == "true" || v == "1";
+  }
+  return search_request(j, max_k);
+}
+
 json item_json(const ItemRecord& item) {
   json j = {{"id", item.id},
             {"path", item.path},
@@ -360,9 +434,10 @@ class HttpService {
   }
 
   std::vector<float> embed_upload(const Body& body);
-  json search(const std::vector<float>& query, SearchTarget target, int32_t k,
-              Clock::time_point t0);
-  SearchTarget target_of(const std::string& name) const { return parse_search_target(name); }
+  std::vector<float> embed_image_bytes(std::string_view bytes, const std::string& what);
+  std::vector<QueryTerm> terms_of(const json& terms);
+  TermEmbedder term_embedder();
+  json search(const std::vector<float>& query, const SearchRequest& request, Clock::time_point t0);
 
   const ServeOptions options_;
   const ServeLimits limits_;
@@ -463,19 +538,103 @@ std::vector<float> HttpService::embed_upload(const Body& body) {
     }
     bytes = body.data;
   }
-  const DecodedImage image =
-      decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
-                   "the uploaded image", limits_.image, embedder_.image_size());
+  return embed_image_bytes(bytes, "the uploaded image");
+}
+
+std::vector<float> HttpService::embed_image_bytes(std::string_view bytes, const std::string& what) {
+  const DecodedImage image = decode_image(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                          bytes.size(), what, limits_.image, embedder_.image_size());
   return batcher_.embed_image(preprocess_image(image, embedder_.image_size())).get();
 }
 
-json HttpService::search(const std::vector<float>& query, SearchTarget target, int32_t k,
+// Texts go through the batcher; the service never reads files named in a query.
+TermEmbedder HttpService::term_embedder() {
+  auto no_files = [](const char* kind, const char* instead) {
+    return [kind, instead](const std::string& file) -> std::vector<float> {
+      throw Error::invalid_argument(std::string(kind) + "'" + file +
+                                    "' names a file, which the service never reads; send " +
+                                    instead + " in \"terms\" instead");
+    };
+  };
+  return {[this](const std::string& text) {
+            if (static_cast<int64_t>(text.size()) > limits_.max_text_bytes) {
+              throw Error::too_large("a query text is " + std::to_string(text.size()) +
+                                     " bytes; the limit is " +
+                                     std::to_string(limits_.max_text_bytes));
+            }
+            return batcher_.embed_text(text).get();
+          },
+          no_files("image:", "{\"image_base64\": ...}"),
+          no_files("vector:", "{\"vector\": [...]}")};
+}
+
+// The "terms" of POST /v1/search: objects with one of "text", "image_base64", "item" or
+// "vector", and an optional "weight". Uploaded images are embedded here, so that
+// compose_query only ever sees texts, items and vectors.
+std::vector<QueryTerm> HttpService::terms_of(const json& terms) {
+  constexpr size_t kMaxTerms = 16;
+  if (!terms.is_array() || terms.empty()) {
+    throw Error::invalid_argument("\"terms\" must be a non-empty array of objects");
+  }
+  if (terms.size() > kMaxTerms) {
+    throw Error::invalid_argument("a query has at most " + std::to_string(kMaxTerms) +
+                                  " terms; got " + std::to_string(terms.size()));
+  }
+  std::vector<QueryTerm> out;
+  for (size_t i = 0; i < terms.size(); ++i) {
+    const json& t = terms[i];
+    const std::string what = "terms[" + std::to_string(i) + "]";
+    if (!t.is_object()) throw Error::invalid_argument(what + " must be an object");
+    QueryTerm term;
+    if (t.contains("weight")) {
+      if (!t["weight"].is_number()) throw Error::invalid_argument(what + ".weight must be a number");
+      term.weight = t["weight"].get<float>();
+    }
+    int kinds = 0;
+    for (const char* key : {"text", "image_base64", "item", "vector"}) kinds += t.contains(key);
+    if (kinds != 1) {
+      throw Error::invalid_argument(what + " needs exactly one of \"text\", \"image_base64\", "
+                                    "\"item\" or \"vector\"");
+    }
+    if (t.contains("text")) {
+      term.text = string_field(t, "text", limits_.max_text_bytes);
+    } else if (t.contains("item")) {
+      if (!t["item"].is_number_unsigned()) {
+        throw Error::invalid_argument(what + ".item must be an item id (a non-negative integer)");
+      }
+      term.kind = QueryTerm::Kind::kItem;
+      term.item = static_cast<int64_t>(std::min<uint64_t>(t["item"].get<uint64_t>(), INT64_MAX));
+    } else if (t.contains("vector")) {
+      term.kind = QueryTerm::Kind::kVector;
+      if (!t["vector"].is_array() || t["vector"].size() > static_cast<size_t>(Collection::kMaxDim)) {
+        throw Error::invalid_argument(what + ".vector must be an array of numbers");
+      }
+      for (const json& x : t["vector"]) {
+        if (!x.is_number()) throw Error::invalid_argument(what + ".vector must hold only numbers");
+        term.vector.push_back(x.get<float>());
+      }
+    } else {
+      const std::string field = string_field(t, "image_base64", limits_.max_body_bytes);
+      std::string_view data = field;
+      // A data: URL as browsers make them ("data:image/png;base64,....") is fine too.
+      if (data.rfind("data:", 0) == 0) data.remove_prefix(std::min(data.size(), data.find(',') + 1));
+      term.kind = QueryTerm::Kind::kVector;
+      term.vector = embed_image_bytes(base64_decode(data, what + ".image_base64"),
+                                      what + ".image_base64");
+    }
+    out.push_back(std::move(term));
+  }
+  return out;
+}
+
+json HttpService::search(const std::vector<float>& query, const SearchRequest& request,
                          Clock::time_point t0) {
-  const auto where =
-      target == SearchTarget::kImages ? Collection::Target::kImages : Collection::Target::kTexts;
-  const std::vector<SearchHit> hits = batcher_.search(where, query, k).get();
-  const std::vector<SearchResult> results = resolve_hits(collection_, hits, target);
-  return search_results_json(results, target, ms_since(t0));
+  const auto where = request.target == SearchTarget::kImages ? Collection::Target::kImages
+                                                             : Collection::Target::kTexts;
+  const std::vector<SearchResult> results =
+      search_filtered(collection_, request.target, request.k, request.filters,
+                      [&](int32_t fetch) { return batcher_.search(where, query, fetch).get(); });
+  return search_results_json(results, request.target, ms_since(t0));
 }
 
 void HttpService::add_routes() {
@@ -496,28 +655,38 @@ void HttpService::add_routes() {
     const auto t0 = t_request_start;
     const json j = parse_json_object(body);
     const std::string query = string_field(j, "query", limits_.max_text_bytes);
-    int64_t k = 10;
-    if (j.contains("k")) {
-      if (!j["k"].is_number_integer()) throw Error::invalid_argument("\"k\" must be an integer");
-      k = j["k"].is_number_unsigned() && j["k"].get<uint64_t>() > INT32_MAX ? INT64_MAX
-                                                                            : j["k"].get<int64_t>();
-    }
-    std::string target = "images";
-    if (j.contains("target")) {
-      if (!j["target"].is_string()) throw Error::invalid_argument("\"target\" must be a string");
-      target = j["target"].get<std::string>();
-    }
-    const SearchTarget where = target_of(target);
-    const int32_t checked_k = check_k(k, limits_.max_k);
-    send_json(res, search(batcher_.embed_text(query).get(), where, checked_k, t0));
+    const SearchRequest request = search_request(j, limits_.max_k);
+    send_json(res, search(batcher_.embed_text(query).get(), request, t0));
   });
 
   post("/v1/search/image", [this](const Request& req, Response& res, const Body& body) {
     const auto t0 = t_request_start;
-    const int32_t k = check_k(int_param(req, "k", 10), limits_.max_k);
-    const SearchTarget where =
-        target_of(req.has_param("target") ? req.get_param_value("target") : "images");
-    send_json(res, search(embed_upload(body), where, k, t0));
+    const SearchRequest request = search_request(req, limits_.max_k);
+    send_json(res, search(embed_upload(body), request, t0));
+  });
+
+  post("/v1/search/vector", [this](const Request&, Response& res, const Body& body) {
+    const auto t0 = t_request_start;
+    const json j = parse_json_object(body);
+    if (!j.contains("vector")) throw Error::invalid_argument("missing field \"vector\"");
+    const SearchRequest request = search_request(j, limits_.max_k);
+    const std::vector<QueryTerm> terms = terms_of(json::array({{{"vector", j["vector"]}}}));
+    send_json(res, search(compose_query(collection_, terms, term_embedder()), request, t0));
+  });
+
+  post("/v1/search", [this](const Request&, Response& res, const Body& body) {
+    const auto t0 = t_request_start;
+    const json j = parse_json_object(body);
+    const SearchRequest request = search_request(j, limits_.max_k);
+    if (!j.contains("query") && !j.contains("terms")) {
+      throw Error::invalid_argument("give \"query\" (the query syntax) or \"terms\", or both");
+    }
+    std::vector<QueryTerm> terms;
+    if (j.contains("query")) terms = parse_query(string_field(j, "query", limits_.max_text_bytes));
+    if (j.contains("terms")) {
+      for (QueryTerm& t : terms_of(j["terms"])) terms.push_back(std::move(t));
+    }
+    send_json(res, search(compose_query(collection_, terms, term_embedder()), request, t0));
   });
 
   post("/v1/embed/text", [this](const Request&, Response& res, const Body& body) {

@@ -13,6 +13,7 @@ nlohmann::json search_results_json(const std::vector<SearchResult>& hits, Search
     } else {
       r["text"] = h.text;
     }
+    if (!h.duplicates.empty()) r["duplicates"] = h.duplicates;
     results.push_back(r);
   }
   return nlohmann::json{{"results", results}, {"took_ms", took_ms}};

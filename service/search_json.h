@@ -1,6 +1,6 @@
 // Search results as JSON, the one shape `mmsearch search --json` prints and
-// `POST /v1/search/*` answers: {"results": [{"id", "score", "path" or "text", "caption"?}],
-// "took_ms"}.
+// `POST /v1/search/*` answers: {"results": [{"id", "score", "path" or "text", "caption"?,
+// "duplicates"?}], "took_ms"}; "duplicates" lists the ids a dedup folded into a result.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -178,6 +178,36 @@ nlohmann::json image_body() {
             {"image/*", {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}};
 }
 
+// The filters every search route takes (index/query.h).
+nlohmann::json filter_properties() {
+  return {{"min_score",
+           {{"type", "number"},
+            {"minimum", -1},
+            {"maximum", 1},
+            {"description", "drop results scoring below this, instead of always k"}}},
+          {"path_prefix",
+           {{"type", "string"}, {"description", "images only: only files under this folder"}}},
+          {"dedup",
+           {{"type", "boolean"},
+            {"default", false},
+            {"description", "collapse identical files and near-identical images into one"}}},
+          {"dedup_threshold",
+           {{"type", "number"},
+            {"default", 0.99},
+            {"description", "cosine similarity that counts as near-identical"}}}};
+}
+
+// A search body's schema: its own properties plus k, target and the filters.
+nlohmann::json search_schema(nlohmann::json properties, const std::vector<std::string>& required) {
+  properties["k"] = {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}, {"default", 10}};
+  properties["target"] = {
+      {"type", "string"}, {"enum", {"images", "texts"}}, {"default", "images"}};
+  properties.update(filter_properties());
+  nlohmann::json schema = {{"type", "object"}, {"properties", properties}};
+  if (!required.empty()) schema["required"] = required;
+  return schema;
+}
+
 nlohmann::json build_openapi() {
   using nlohmann::json;
   const json k_param = {
@@ -211,9 +241,32 @@ nlohmann::json build_openapi() {
         {"content",
          {{"application/json", {{"schema", {{"$ref", "#/components/schemas/TextSearch"}}}}}}}}},
       {"responses", json_response("results, best first", "#/components/schemas/SearchResults")}};
+  auto json_body = [](const std::string& schema) {
+    return json{{"required", true},
+                {"content",
+                 {{"application/json",
+                   {{"schema", {{"$ref", "#/components/schemas/" + schema}}}}}}}};
+  };
+  paths["/v1/search"]["post"] = {
+      {"summary", "Compound search: weighted texts, images, items and embeddings"},
+      {"description",
+       "\"query\" uses the query syntax, e.g. 2 * \"golden retriever\" + item:42 - fruit; "
+       "\"terms\" lists the same as objects, uploaded images included. The query vector "
+       "is the normalized weighted sum of the terms' unit embeddings."},
+      {"requestBody", json_body("CompoundSearch")},
+      {"responses", json_response("results, best first", "#/components/schemas/SearchResults")}};
+  paths["/v1/search/vector"]["post"] = {
+      {"summary", "Search by a raw embedding"},
+      {"requestBody", json_body("VectorSearch")},
+      {"responses", json_response("results, best first", "#/components/schemas/SearchResults")}};
+  json image_params = {k_param, target_param};
+  const json filters = filter_properties();
+  for (const auto& [name, schema] : filters.items()) {
+    image_params.push_back({{"name", name}, {"in", "query"}, {"schema", schema}});
+  }
   paths["/v1/search/image"]["post"] = {
       {"summary", "Search by an example image"},
-      {"parameters", {k_param, target_param}},
+      {"parameters", image_params},
       {"requestBody", image_body()},
       {"responses", json_response("results, best first", "#/components/schemas/SearchResults")}};
   paths["/v1/embed/text"]["post"] = {
@@ -255,13 +308,30 @@ nlohmann::json build_openapi() {
 
   json schemas;
   schemas["Health"] = {{"type", "object"}, {"properties", {{"status", {{"type", "string"}}}}}};
-  schemas["TextSearch"] = {
+  schemas["TextSearch"] =
+      search_schema({{"query", {{"type", "string"}, {"maxLength", 65536}}}}, {"query"});
+  const json vector = {{"type", "array"}, {"items", {{"type", "number"}}}};
+  schemas["VectorSearch"] = search_schema(
+      {{"vector", {{"allOf", {vector}}, {"description", "any non-zero norm; normalized"}}}},
+      {"vector"});
+  schemas["QueryTerm"] = {
       {"type", "object"},
-      {"required", {"query"}},
+      {"description", "exactly one of text, image_base64, item, vector"},
       {"properties",
-       {{"query", {{"type", "string"}, {"maxLength", 65536}}},
-        {"k", {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}, {"default", 10}}},
-        {"target", {{"type", "string"}, {"enum", {"images", "texts"}}, {"default", "images"}}}}}};
+       {{"text", {{"type", "string"}}},
+        {"image_base64",
+         {{"type", "string"}, {"description", "the image file, base64 (a data: URL works)"}}},
+        {"item", {{"type", "integer"}, {"description", "an indexed item: its stored vector"}}},
+        {"vector", vector},
+        {"weight",
+         {{"type", "number"}, {"default", 1}, {"description", "non-zero; negative subtracts"}}}}}};
+  schemas["CompoundSearch"] = search_schema(
+      {{"query", {{"type", "string"}, {"description", "the query syntax (see README)"}}},
+       {"terms",
+        {{"type", "array"},
+         {"maxItems", 16},
+         {"items", {{"$ref", "#/components/schemas/QueryTerm"}}}}}},
+      {});
   schemas["SearchResults"] = {
       {"type", "object"},
       {"properties",
@@ -275,7 +345,11 @@ nlohmann::json build_openapi() {
               {"score", {{"type", "number"}}},
               {"path", {{"type", "string"}, {"description", "images: the file"}}},
               {"text", {{"type", "string"}, {"description", "texts: the text"}}},
-              {"caption", {{"type", "string"}}}}}}}}},
+              {"caption", {{"type", "string"}}},
+              {"duplicates",
+               {{"type", "array"},
+                {"items", {{"type", "integer"}}},
+                {"description", "with dedup: ids folded into this result"}}}}}}}}},
         {"took_ms", {{"type", "number"}}}}}};
   schemas["Embedding"] = {{"type", "object"},
                           {"properties",

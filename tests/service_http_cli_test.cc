@@ -197,8 +197,9 @@ TEST_F(ServiceHttpTest, OperationalRoutes) {
   const json doc = json::parse(api->body);
   EXPECT_EQ(doc["openapi"].get<std::string>().substr(0, 2), "3.");
   for (const char* path :
-       {"/healthz", "/metrics", "/v1/search/text", "/v1/search/image", "/v1/embed/text",
-        "/v1/embed/image", "/v1/items/{id}", "/v1/items/{id}/image"}) {
+       {"/healthz", "/metrics", "/v1/search", "/v1/search/text", "/v1/search/image",
+        "/v1/search/vector", "/v1/embed/text", "/v1/embed/image", "/v1/items/{id}",
+        "/v1/items/{id}/image", "/v1/admin/reload"}) {
     EXPECT_TRUE(doc["paths"].contains(path)) << path;
   }
 
@@ -293,6 +294,94 @@ TEST_F(ServiceHttpTest, ImageSearchEmbedAndItemRoutes) {
     EXPECT_EQ(static_cast<unsigned char>(thumb->body[1]), 0xD8);
     expect_error(client().Get(("/v1/items/" + id + "/image?size=5000").c_str()), 400);
   }
+}
+
+// Standard base64 with padding, for images sent inside JSON.
+std::string base64(const std::string& bytes) {
+  static const char* abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const size_t n = std::min<size_t>(3, bytes.size() - i);
+    uint32_t v = 0;
+    for (size_t j = 0; j < 3; ++j) v = (v << 8) | (j < n ? static_cast<uint8_t>(bytes[i + j]) : 0);
+    for (size_t j = 0; j < 4; ++j) out += j <= n ? abc[(v >> (18 - 6 * j)) & 63] : '=';
+  }
+  return out;
+}
+
+TEST_F(ServiceHttpTest, CompoundQueriesAndFiltersAnswerAsTheCli) {
+  // The query syntax: the same results over HTTP and from `mmsearch search --query`.
+  const std::string query = "2 * \"a red circle\" - \"the green star\" + 0.5 * blue";
+  const json http = post_json("/v1/search", {{"query", query}, {"k", 6}});
+  const auto [code, out] = run("search " + common() + " --query '" + query + "' -k 6 --json");
+  ASSERT_EQ(code, 0) << out;
+  ASSERT_EQ(http["results"].size(), 6u);
+  EXPECT_TRUE(same_results(http["results"], json::parse(out)["results"])) << http << "\n" << out;
+
+  // An uploaded image as a term finds what /v1/search/image finds; an item id finds the item.
+  const std::string jpeg = read_file(dir_ / "photos/img3.jpg");
+  auto by_image = client().Post("/v1/search/image?k=3", jpeg, "image/jpeg");
+  ASSERT_TRUE(by_image);
+  const json image_results = json::parse(by_image->body)["results"];
+  const json terms = post_json(
+      "/v1/search", {{"terms", {{{"image_base64", "data:image/jpeg;base64," + base64(jpeg)}}}},
+                     {"k", 3}});
+  EXPECT_TRUE(same_results(terms["results"], image_results)) << terms;
+  const int64_t id = image_results[0]["id"];
+  const json like_item = post_json("/v1/search", {{"terms", {{{"item", id}}}}, {"k", 1}});
+  EXPECT_EQ(like_item["results"][0]["id"], id);
+  EXPECT_NEAR(like_item["results"][0]["score"].get<double>(), 1.0, 1e-4);
+
+  // A raw embedding: /v1/search/vector with what /v1/embed/text answers equals a text search.
+  const json embedding = post_json("/v1/embed/text", {{"text", "a blue square"}});
+  const json by_vector = post_json("/v1/search/vector", {{"vector", embedding["embedding"]}, {"k", 4}});
+  const json by_text = post_json("/v1/search/text", {{"query", "a blue square"}, {"k", 4}});
+  EXPECT_TRUE(same_results(by_vector["results"], by_text["results"]));
+
+  // min_score cuts the list; path_prefix keeps one folder (here: one file); dedup parses.
+  const double third = by_text["results"][2]["score"].get<double>() - 1e-6;
+  const json cut =
+      post_json("/v1/search/text", {{"query", "a blue square"}, {"k", 10}, {"min_score", third}});
+  EXPECT_EQ(cut["results"].size(), 3u);
+  const std::string file = (dir_ / "photos/img5.jpg").string();
+  const json one = post_json("/v1/search/text",
+                             {{"query", "a blue square"}, {"k", 10}, {"path_prefix", file}});
+  ASSERT_EQ(one["results"].size(), 1u);
+  EXPECT_EQ(one["results"][0]["path"], file);
+  auto image_prefix = client().Post(
+      ("/v1/search/image?k=5&dedup=true&path_prefix=" + (dir_ / "none").string()).c_str(), jpeg,
+      "image/jpeg");
+  ASSERT_TRUE(image_prefix);
+  EXPECT_EQ(json::parse(image_prefix->body)["results"].size(), 0u);
+  const auto [cli_code, cli_out] =
+      run("search " + common() + " --text \"a blue square\" -k 10 --path-prefix " + file + " --json");
+  ASSERT_EQ(cli_code, 0);
+  EXPECT_TRUE(same_results(json::parse(cli_out)["results"], one["results"]));
+
+  // Bad compound queries and filters are 400 (or 404 for an unknown item), never files read.
+  auto c = client();
+  const std::pair<json, int> bad[] = {
+      {{{"query", "image:/etc/passwd"}}, 400},
+      {{{"query", "cat + "}}, 400},
+      {{{"k", 3}}, 400},
+      {{{"terms", json::array()}}, 400},
+      {{{"terms", {{{"text", "a"}, {"item", 1}}}}}, 400},
+      {{{"terms", {{{"image_base64", "not*base64"}}}}}, 400},
+      {{{"terms", {{{"image_base64", base64("plain words")}}}}}, 415},
+      {{{"terms", {{{"vector", {1, 2, 3}}}}}}, 400},
+      {{{"terms", {{{"text", "a"}, {"weight", 0}}}}}, 400},
+      {{{"terms", {{{"text", "a"}}, {{"text", "a"}, {"weight", -1}}}}}, 400},
+      {{{"terms", {{{"item", 999999}}}}}, 404},
+      {{{"query", "red"}, {"min_score", 3}}, 400},
+      {{{"query", "red"}, {"dedup", "yes"}}, 400},
+      {{{"query", "red"}, {"target", "texts"}, {"path_prefix", "/x"}}, 400},
+  };
+  for (const auto& [body, status] : bad) {
+    SCOPED_TRACE(body.dump());
+    expect_error(c.Post("/v1/search", body.dump(), "application/json"), status);
+  }
+  expect_error(c.Post("/v1/search/vector", R"({"k": 3})", "application/json"), 400);
+  expect_error(c.Post("/v1/search/image?min_score=high", jpeg, "image/jpeg"), 400);
 }
 
 TEST_F(ServiceHttpTest, BadRequestsGetJsonErrors) {
