@@ -6,7 +6,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 # libopenblas0-openmp matters: Debian's LibTorch links the generic libblas.so.3, and without
-# OpenBLAS that is the reference BLAS (about 20x slower matrix products).
+# OpenBLAS that is the reference BLAS (about 20x slower matrix products). chromium is for the
+# web page's browser test (tests/service_browser_cli_test.cc), driven by playwright-core.
 packages=(
   build-essential cmake ninja-build pkg-config ccache git
   libtorch-dev libopenblas0-openmp
@@ -14,8 +15,10 @@ packages=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libcpp-httplib-dev libboost-dev libsqlite3-dev sqlite3
   nlohmann-json3-dev libcli11-dev libspdlog-dev libgtest-dev
-  python3 curl
+  python3 curl chromium
 )
+# Node.js and npm for the browser test's driver: the machine's own if it has them, else Debian's.
+command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -39,6 +42,19 @@ for lib in libblas.so.3 liblapack.so.3; do
     $sudo update-alternatives --set "$link" "$want" >/dev/null
   fi
 done
+
+# The browser test's driver, playwright-core, pinned by tests/browser/package-lock.json; it
+# downloads no browser (the test points it at Debian's chromium). Reinstalled only when the
+# lockfile is newer than node_modules. Without npm the browser test skips itself.
+browser="$root/tests/browser"
+if [ "$browser/node_modules" -ot "$browser/package-lock.json" ]; then
+  if command -v npm >/dev/null; then
+    echo "setup: installing the browser test's npm packages"
+    npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error
+  else
+    echo "setup: npm not found; the browser test will be skipped" >&2
+  fi
+fi
 
 jobs="${MMSEARCH_JOBS:-$(nproc)}"
 cmake -S "$root" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -13,7 +13,8 @@ constexpr const char* kPage = R"HTML(<!doctype html>
 <title>mmsearch</title>
 <style>
   :root { font-family: system-ui, sans-serif; color: #222; background: #fafafa; }
-  body { margin: 0 auto; max-width: 1200px; padding: 1rem; }
+  body { margin: 0 auto; max-width: 1200px; padding: 1rem; min-height: 100vh; box-sizing: border-box; }
+  body.dragging { outline: 3px dashed #4a7; outline-offset: -6px; }
   h1 { font-size: 1.4rem; margin: 0 0 .8rem; }
   form { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; margin-bottom: .6rem; }
   input[type=search] { flex: 1 1 18rem; font-size: 1rem; padding: .45rem .6rem; }
@@ -39,7 +40,7 @@ constexpr const char* kPage = R"HTML(<!doctype html>
   <button type="submit">Search</button>
 </form>
 <div class="bar">
-  <label>Or search by image: <input type="file" id="image" accept="image/*"></label>
+  <label>Or search by image (drop one on the page): <input type="file" id="image" accept="image/*"></label>
   <span>Show:
     <label><input type="radio" name="target" value="images" checked> images</label>
     <label><input type="radio" name="target" value="texts"> texts</label>
@@ -47,8 +48,8 @@ constexpr const char* kPage = R"HTML(<!doctype html>
   <label>Results <input type="number" id="k" value="24" min="1" max="1000" style="width:4.5rem"></label>
   <label>API key <input type="password" id="key" placeholder="if required" style="width:8rem"></label>
 </div>
-<div id="status"></div>
-<div id="grid"></div>
+<div id="status" role="status"></div>
+<div id="grid" aria-busy="false"></div>
 <div id="viewer"><img alt=""></div>
 <script>
 "use strict";
@@ -81,8 +82,17 @@ async function call(url, options) {
 async function thumbnail(img, id, size) {
   try {
     const blob = await (await call("/v1/items/" + id + "/image?size=" + size)).blob();
-    img.src = URL.createObjectURL(blob);
+    const url = URL.createObjectURL(blob);
+    img.addEventListener("load", () => URL.revokeObjectURL(url), { once: true });
+    img.src = url;
   } catch (e) { img.alt = "(" + e.message + ")"; }
+}
+
+function span(className, text) {
+  const s = document.createElement("span");
+  s.className = className;
+  s.textContent = text;
+  return s;
 }
 
 function show(body, what) {
@@ -92,15 +102,13 @@ function show(body, what) {
   for (const r of body.results) {
     const card = document.createElement("div");
     card.className = "card";
+    card.dataset.id = r.id;
     const meta = document.createElement("div");
     meta.className = "meta";
-    const score = document.createElement("span");
-    score.className = "score";
-    score.textContent = r.score.toFixed(3) + " ";
-    meta.append(score);
+    meta.append(span("score", r.score.toFixed(3)), " ");
     if (r.text !== undefined) {
       card.classList.add("text-card");
-      meta.append(document.createTextNode(r.text));
+      meta.append(span("text", r.text));
     } else {
       const img = document.createElement("img");
       img.alt = r.caption || r.path;
@@ -109,43 +117,90 @@ function show(body, what) {
       img.addEventListener("click", async () => {
         const full = $("viewer").querySelector("img");
         full.removeAttribute("src");
+        full.alt = img.alt;
         $("viewer").style.display = "flex";
         await thumbnail(full, r.id, 1024);
       });
       card.append(img);
-      meta.append(document.createTextNode(r.caption || r.path.split("/").pop()));
+      meta.append(r.caption ? span("caption", r.caption) : span("name", r.path.split("/").pop()));
     }
     card.append(meta);
     grid.append(card);
   }
 }
 
-$("viewer").addEventListener("click", () => { $("viewer").style.display = "none"; });
-
-$("text-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const query = $("query").value.trim();
-  if (!query) { status("Type a description first.", true); return; }
-  status("Searching...");
+// The last search, run again when the images/texts toggle changes. Only the newest
+// search's answer is shown, however the answers arrive.
+let lastSearch = null;
+let searchNumber = 0;
+async function search(run) {
+  lastSearch = run;
+  const mine = ++searchNumber;
+  $("grid").setAttribute("aria-busy", "true");
   try {
+    const [body, what] = await run();
+    if (mine === searchNumber) show(body, what);
+  } catch (e) {
+    if (mine === searchNumber) status("Search failed: " + e.message, true);
+  } finally {
+    if (mine === searchNumber) $("grid").setAttribute("aria-busy", "false");
+  }
+}
+
+function searchText(query) {
+  search(async () => {
+    status("Searching...");
     const response = await call("/v1/search/text", {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ query: query, k: k(), target: target() }) });
-    show(await response.json(), "\u201c" + query + "\u201d");
-  } catch (e) { status("Search failed: " + e.message, true); }
+    return [await response.json(), "\u201c" + query + "\u201d"];
+  });
+}
+
+function searchImage(file) {
+  search(async () => {
+    status("Searching by " + file.name + "...");
+    const form = new FormData();
+    form.append("image", file);
+    const response = await call("/v1/search/image?k=" + k() + "&target=" + target(),
+                                { method: "POST", body: form });
+    return [await response.json(), file.name];
+  });
+}
+
+$("viewer").addEventListener("click", () => { $("viewer").style.display = "none"; });
+
+$("text-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const query = $("query").value.trim();
+  if (!query) { status("Type a description first.", true); return; }
+  searchText(query);
 });
 
-$("image").addEventListener("change", async () => {
+$("image").addEventListener("change", () => {
   const file = $("image").files[0];
+  if (file) searchImage(file);
+});
+
+for (const radio of document.querySelectorAll("input[name=target]")) {
+  radio.addEventListener("change", () => { if (lastSearch) search(lastSearch); });
+}
+
+// An image dropped anywhere on the page is searched for, as an uploaded one is.
+document.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  document.body.classList.add("dragging");
+});
+document.addEventListener("dragleave", (event) => {
+  if (!event.relatedTarget) document.body.classList.remove("dragging");
+});
+document.addEventListener("drop", (event) => {
+  event.preventDefault();
+  document.body.classList.remove("dragging");
+  const file = event.dataTransfer.files[0];
   if (!file) return;
-  status("Searching by " + file.name + "...");
-  const form = new FormData();
-  form.append("image", file);
-  try {
-    const response = await call("/v1/search/image?k=" + k() + "&target=" + target(),
-                                 { method: "POST", body: form });
-    show(await response.json(), file.name);
-  } catch (e) { status("Search failed: " + e.message, true); }
+  if (!file.type.startsWith("image/")) { status(file.name + " is not an image.", true); return; }
+  searchImage(file);
 });
 </script>
 </body>

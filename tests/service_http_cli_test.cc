@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -29,18 +30,6 @@ using nlohmann::json;
 
 using mms::testing::kProgram;
 std::pair<int, std::string> run(const std::string& args) { return mms::testing::run_program(args); }
-
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -82,53 +71,35 @@ bool same_results(const json& a, const json& b) {
   return true;
 }
 
-// A started `mmsearch serve`; stopped with SIGTERM (and reaped) on destruction.
+// `mmsearch serve` on the suite's index, small body limit; stopped with SIGTERM (and reaped)
+// on destruction.
 struct Server {
-  pid_t pid = -1;
-  int port = 0;
+  mms::testing::ServeProcess process;
+  const int port;
 
-  Server(const fs::path& dir, const std::vector<std::string>& extra, const fs::path& log) {
-    port = free_port();
-    std::vector<std::string> args = {kProgram,           "serve",
-                                     "--index",          (dir / "index").string(),
-                                     "--model",          (dir / "model").string(),
-                                     "--threads",        "1",
-                                     "--port",           std::to_string(port),
-                                     "--max-body-bytes", "1048576"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    pid = fork();
-    if (pid == 0) {
-      freopen(log.c_str(), "w", stderr);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(kProgram.c_str(), argv.data());
-      _exit(127);
-    }
-    httplib::Client client("127.0.0.1", port);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (auto res = client.Get("/healthz"); res && res->status == 200) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ADD_FAILURE() << "the server did not come up; its log:\n" << read_file(log);
+  Server(const fs::path& dir, const std::vector<std::string>& extra, const fs::path& log)
+      : process(args(dir, extra), log), port(process.port()) {
+    if (!process.up()) ADD_FAILURE() << "the server did not come up; its log:\n" << read_file(log);
   }
-
   // Sends SIGTERM; returns the exit status (or -1 when killed by a signal).
-  int stop() {
-    if (pid <= 0) return -1;
-    kill(pid, SIGTERM);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    pid = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  int stop() { return process.stop(); }
+
+ private:
+  static std::vector<std::string> args(const fs::path& dir, const std::vector<std::string>& extra) {
+    std::vector<std::string> a = {"--index",   (dir / "index").string(), "--model",
+                                  (dir / "model").string(), "--threads", "1",
+                                  "--max-body-bytes", "1048576"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
   }
-  ~Server() { stop(); }
 };
 
 class ServiceHttpTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
+    // A server that refuses an upload closes the connection while the client still sends;
+    // the client must see an error, not die of SIGPIPE.
+    std::signal(SIGPIPE, SIG_IGN);
     dir_ = fs::temp_directory_path() / ("mms_http_cli_test_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "photos");
@@ -508,7 +479,7 @@ TEST_F(ServiceHttpTest, ReloadUnderLoadFailsNoRequest) {
   ASSERT_EQ(run("index " + common() + " " + (dir_ / "more").string()).first, 0);
   const json reloaded = post_json("/v1/admin/reload", json::object());
   EXPECT_EQ(reloaded["images"], 15);
-  kill(server_->pid, SIGHUP);
+  kill(server_->process.pid(), SIGHUP);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   done = true;
   for (auto& t : load) t.join();
