@@ -52,6 +52,7 @@ struct Lane {
   asio::steady_timer timer;
   uint64_t generation = 0;  // a timer handler from an older generation is stale
   bool armed = false;
+  size_t last_batch = 1;  // size of the lane's previous batch
   const char* kind;
 };
 
@@ -84,11 +85,18 @@ struct Batcher::Impl {
     }
   }
 
+  // Waiting for company only pays when there is some: a job that arrives while nothing else
+  // is on its way to the worker, in a lane whose last batch was a single job, runs at once
+  // (a lone request does not pay flush_after per stage). Otherwise the lane lingers up to
+  // flush_after for more jobs, and jobs that arrive while a batch runs form the next one.
   template <typename Job>
   void enqueue(Lane<Job>& lane, std::shared_ptr<Job> job) {
+    in_flight.fetch_add(1);
     asio::post(io, [this, &lane, job] {
+      const bool alone = in_flight.fetch_sub(1) == 1;
       lane.pending.push_back(job);
-      if (static_cast<int32_t>(lane.pending.size()) >= options.max_batch) {
+      if (static_cast<int32_t>(lane.pending.size()) >= options.max_batch ||
+          (alone && lane.last_batch <= 1 && lane.pending.size() == 1)) {
         flush(lane);
       } else if (!lane.armed) {
         lane.armed = true;
@@ -111,6 +119,7 @@ struct Batcher::Impl {
       const size_t n = std::min(lane.pending.size(), static_cast<size_t>(options.max_batch));
       std::vector<std::shared_ptr<Job>> batch(lane.pending.begin(), lane.pending.begin() + n);
       lane.pending.erase(lane.pending.begin(), lane.pending.begin() + n);
+      lane.last_batch = n;
       if (observer) observer(lane.kind, static_cast<int64_t>(n));
       try {
         run(batch);
@@ -172,6 +181,7 @@ struct Batcher::Impl {
   Lane<ImageJob> images;
   Lane<SearchJob> searches;
   std::atomic<int64_t> depth{0};
+  std::atomic<int64_t> in_flight{0};  // jobs posted to the worker that it has not taken yet
   std::thread worker;
 };
 

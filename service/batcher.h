@@ -1,7 +1,8 @@
 // Micro-batching for the HTTP service: concurrent requests' text encodes, image encodes and
 // index searches are queued per kind and run together by one worker thread (Boost.Asio),
 // so a batch of 32 queries costs little more than one. A lane flushes when it holds
-// max_batch jobs or flush_after has passed since its first job arrived. The total number of
+// max_batch jobs or flush_after has passed since its first job arrived; a lone job with no
+// other in sight (and a lane whose last batch was single) runs at once. The total number of
 // queued jobs is bounded: beyond max_queue a submit throws Error::unavailable at once.
 //
 // Thread-safety: every public method may be called from any thread. The returned futures

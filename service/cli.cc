@@ -141,7 +141,8 @@ int run_cli(int argc, char** argv) {
   index->add_option("--batch-size", o.batch_size, "Images per transaction (default 64)")
       ->check(CLI::Range(1, 4096));
   index->add_flag("--follow-links", o.follow_links, "Follow symbolic links (loops are detected)");
-  index->add_option("--captions", o.captions, "Manifest (JSONL/COCO/Karpathy) whose captions attach to the images");
+  index->add_option("--captions", o.captions,
+                    "Manifest (JSONL/COCO/Karpathy) whose captions attach to the images");
   add_threads(index, o);
   index->callback([&] {
     action = [&o] {
@@ -152,8 +153,7 @@ int run_cli(int argc, char** argv) {
 
   CLI::App* add_texts = app.add_subcommand("add-texts", "Encode a text corpus into the index");
   add_texts->add_option("--index", o.index_dir, "Index directory")->required();
-  add_texts->add_option("file", o.file, "One text per line, or JSONL {\"text\": ...}")
-      ->required();
+  add_texts->add_option("file", o.file, "One text per line, or JSONL {\"text\": ...}")->required();
   add_texts->add_option("--model", o.model_dir, "Model directory (default: the shipped model)");
   add_threads(add_texts, o);
   add_texts->callback([&] {
@@ -173,8 +173,9 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::Range(-1.0, 1.0));
   search->add_option("--path-prefix", q.path_prefix, "Only images under this folder");
   search->add_flag("--dedup", q.dedup, "Collapse near-identical results into one");
-  search->add_option("--dedup-threshold", q.dedup_threshold,
-                     "Cosine similarity that counts as identical (default 0.99)")
+  search
+      ->add_option("--dedup-threshold", q.dedup_threshold,
+                   "Cosine similarity that counts as identical (default 0.99)")
       ->check(CLI::Range(0.01, 1.0));
   search->add_option("--target", o.target, "What to return")
       ->check(CLI::IsMember({"images", "texts"}));
@@ -215,7 +216,7 @@ int run_cli(int argc, char** argv) {
   serve->add_option("--model", o.model_dir, "Model directory (default: the shipped model)");
   serve->add_option("--max-body-bytes", o.max_body_bytes, "Largest request body (default 16 MiB)")
       ->check(CLI::Range(int64_t{1024}, int64_t{1} << 32));
-  serve->add_option("--http-threads", o.http_threads, "Connections served at once (default 32)")
+  serve->add_option("--http-threads", o.http_threads, "Connections served at once (default 128)")
       ->check(CLI::Range(1, 4096));
   serve->add_option("--max-queue", o.max_queue, "Queued jobs at most; beyond: 503 (default 512)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
@@ -238,8 +239,9 @@ int run_cli(int argc, char** argv) {
 
   CLI::App* tok = app.add_subcommand("tokenizer-train", "Train a SentencePiece tokenizer");
   tok->add_option("--corpus", o.corpus, "Text corpus, one sentence per line")->required();
-  tok->add_option("--vocab-size", o.vocab_size, "Vocabulary size")->required()->check(
-      CLI::Range(16, 1000000));
+  tok->add_option("--vocab-size", o.vocab_size, "Vocabulary size")
+      ->required()
+      ->check(CLI::Range(16, 1000000));
   tok->add_option("--out", o.tokenizer_out, "Output FILE.model")->required();
   add_threads(tok, o);
   tok->callback([&] { action = [&o] { run_tokenizer_train(o); }; });

@@ -446,6 +446,7 @@ class HttpService {
   ServiceMetrics metrics_;
   Batcher batcher_;
   httplib::Server server_;
+  socket_t listen_socket_ = INVALID_SOCKET;  // as httplib created it, for the backlog
 };
 
 void HttpService::configure() {
@@ -453,13 +454,17 @@ void HttpService::configure() {
   server_.new_task_queue = [threads, waiting] { return new BoundedPool(threads, waiting); };
   // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, which would let a second server
   // bind a port that is in use and silently take half of its connections.
-  server_.set_socket_options([](socket_t sock) {
+  server_.set_socket_options([this](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_socket_ = sock;
   });
   server_.set_payload_max_length(static_cast<size_t>(limits_.max_body_bytes));
   server_.set_read_timeout(limits_.read_timeout_s, 0);
   server_.set_write_timeout(limits_.write_timeout_s, 0);
+  // Headers and body go out in two writes; with Nagle on, the second waits for the client's
+  // delayed ACK (about 40 ms a request, measured by scripts/bench_serve.sh).
+  server_.set_tcp_nodelay(true);
   server_.set_keep_alive_timeout(limits_.keep_alive_timeout_s);
   server_.set_keep_alive_max_count(static_cast<size_t>(limits_.keep_alive_max_count));
 
@@ -542,8 +547,9 @@ std::vector<float> HttpService::embed_upload(const Body& body) {
 }
 
 std::vector<float> HttpService::embed_image_bytes(std::string_view bytes, const std::string& what) {
-  const DecodedImage image = decode_image(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                          bytes.size(), what, limits_.image, embedder_.image_size());
+  const DecodedImage image =
+      decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), what,
+                   limits_.image, embedder_.image_size());
   return batcher_.embed_image(preprocess_image(image, embedder_.image_size())).get();
 }
 
@@ -556,16 +562,15 @@ TermEmbedder HttpService::term_embedder() {
                                     instead + " in \"terms\" instead");
     };
   };
-  return {[this](const std::string& text) {
-            if (static_cast<int64_t>(text.size()) > limits_.max_text_bytes) {
-              throw Error::too_large("a query text is " + std::to_string(text.size()) +
-                                     " bytes; the limit is " +
-                                     std::to_string(limits_.max_text_bytes));
-            }
-            return batcher_.embed_text(text).get();
-          },
-          no_files("image:", "{\"image_base64\": ...}"),
-          no_files("vector:", "{\"vector\": [...]}")};
+  return {
+      [this](const std::string& text) {
+        if (static_cast<int64_t>(text.size()) > limits_.max_text_bytes) {
+          throw Error::too_large("a query text is " + std::to_string(text.size()) +
+                                 " bytes; the limit is " + std::to_string(limits_.max_text_bytes));
+        }
+        return batcher_.embed_text(text).get();
+      },
+      no_files("image:", "{\"image_base64\": ...}"), no_files("vector:", "{\"vector\": [...]}")};
 }
 
 // The "terms" of POST /v1/search: objects with one of "text", "image_base64", "item" or
@@ -587,13 +592,15 @@ std::vector<QueryTerm> HttpService::terms_of(const json& terms) {
     if (!t.is_object()) throw Error::invalid_argument(what + " must be an object");
     QueryTerm term;
     if (t.contains("weight")) {
-      if (!t["weight"].is_number()) throw Error::invalid_argument(what + ".weight must be a number");
+      if (!t["weight"].is_number())
+        throw Error::invalid_argument(what + ".weight must be a number");
       term.weight = t["weight"].get<float>();
     }
     int kinds = 0;
     for (const char* key : {"text", "image_base64", "item", "vector"}) kinds += t.contains(key);
     if (kinds != 1) {
-      throw Error::invalid_argument(what + " needs exactly one of \"text\", \"image_base64\", "
+      throw Error::invalid_argument(what +
+                                    " needs exactly one of \"text\", \"image_base64\", "
                                     "\"item\" or \"vector\"");
     }
     if (t.contains("text")) {
@@ -606,7 +613,8 @@ std::vector<QueryTerm> HttpService::terms_of(const json& terms) {
       term.item = static_cast<int64_t>(std::min<uint64_t>(t["item"].get<uint64_t>(), INT64_MAX));
     } else if (t.contains("vector")) {
       term.kind = QueryTerm::Kind::kVector;
-      if (!t["vector"].is_array() || t["vector"].size() > static_cast<size_t>(Collection::kMaxDim)) {
+      if (!t["vector"].is_array() ||
+          t["vector"].size() > static_cast<size_t>(Collection::kMaxDim)) {
         throw Error::invalid_argument(what + ".vector must be an array of numbers");
       }
       for (const json& x : t["vector"]) {
@@ -617,10 +625,11 @@ std::vector<QueryTerm> HttpService::terms_of(const json& terms) {
       const std::string field = string_field(t, "image_base64", limits_.max_body_bytes);
       std::string_view data = field;
       // A data: URL as browsers make them ("data:image/png;base64,....") is fine too.
-      if (data.rfind("data:", 0) == 0) data.remove_prefix(std::min(data.size(), data.find(',') + 1));
+      if (data.rfind("data:", 0) == 0)
+        data.remove_prefix(std::min(data.size(), data.find(',') + 1));
       term.kind = QueryTerm::Kind::kVector;
-      term.vector = embed_image_bytes(base64_decode(data, what + ".image_base64"),
-                                      what + ".image_base64");
+      term.vector =
+          embed_image_bytes(base64_decode(data, what + ".image_base64"), what + ".image_base64");
     }
     out.push_back(std::move(term));
   }
@@ -781,6 +790,10 @@ void HttpService::run() {
     throw Error::io("cannot listen on " + options_.host + ":" + std::to_string(options_.port) +
                     " (in use, or not an address of this machine)");
   }
+  // cpp-httplib 0.11 listens with a backlog of 5: a burst of 16 clients connecting at once
+  // overflowed it and some saw their connection dropped (HTTP tests, scripts/bench_serve.sh).
+  // listen() again on the listening socket only raises the backlog.
+  if (listen_socket_ != INVALID_SOCKET) ::listen(listen_socket_, SOMAXCONN);
   std::fprintf(stderr, "mmsearch serve: listening on http://%s:%d (%lld images, %lld texts)\n",
                options_.host.c_str(), options_.port,
                static_cast<long long>(collection_.index_info(Collection::Target::kImages).vectors),

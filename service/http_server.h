@@ -32,8 +32,11 @@ struct ServeLimits {
   int32_t keep_alive_timeout_s = 5;
   int32_t keep_alive_max_count = 100;
   // Connection threads, and connections accepted but waiting for one. Beyond the queue,
-  // requests are answered 503 with Retry-After on the accepting thread.
-  int32_t http_threads = 32;
+  // requests are answered 503 with Retry-After on the accepting thread. cpp-httplib keeps a
+  // thread for the life of a keep-alive connection, so http_threads is also how many clients
+  // are served at once: with 32, half of 64 keep-alive clients waited ~12 s for a thread
+  // (scripts/bench_serve.sh). The threads mostly wait on the batcher, so many are cheap.
+  int32_t http_threads = 128;
   int32_t max_waiting_connections = 256;
   // Micro-batching; its max_queue bound answers 503 with Retry-After when exceeded.
   BatcherOptions batch;

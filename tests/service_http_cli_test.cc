@@ -13,10 +13,11 @@
 
 #include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -29,7 +30,9 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 using mms::testing::kProgram;
-std::pair<int, std::string> run(const std::string& args) { return mms::testing::run_program(args); }
+std::pair<int, std::string> run(const std::string& args) {
+  return mms::testing::run_program(args);
+}
 
 std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -86,9 +89,9 @@ struct Server {
 
  private:
   static std::vector<std::string> args(const fs::path& dir, const std::vector<std::string>& extra) {
-    std::vector<std::string> a = {"--index",   (dir / "index").string(), "--model",
-                                  (dir / "model").string(), "--threads", "1",
-                                  "--max-body-bytes", "1048576"};
+    std::vector<std::string> a = {
+        "--index", (dir / "index").string(), "--model", (dir / "model").string(), "--threads",
+        "1",       "--max-body-bytes",       "1048576"};
     a.insert(a.end(), extra.begin(), extra.end());
     return a;
   }
@@ -295,8 +298,8 @@ TEST_F(ServiceHttpTest, CompoundQueriesAndFiltersAnswerAsTheCli) {
   ASSERT_TRUE(by_image);
   const json image_results = json::parse(by_image->body)["results"];
   const json terms = post_json(
-      "/v1/search", {{"terms", {{{"image_base64", "data:image/jpeg;base64," + base64(jpeg)}}}},
-                     {"k", 3}});
+      "/v1/search",
+      {{"terms", {{{"image_base64", "data:image/jpeg;base64," + base64(jpeg)}}}}, {"k", 3}});
   EXPECT_TRUE(same_results(terms["results"], image_results)) << terms;
   const int64_t id = image_results[0]["id"];
   const json like_item = post_json("/v1/search", {{"terms", {{{"item", id}}}}, {"k", 1}});
@@ -305,7 +308,8 @@ TEST_F(ServiceHttpTest, CompoundQueriesAndFiltersAnswerAsTheCli) {
 
   // A raw embedding: /v1/search/vector with what /v1/embed/text answers equals a text search.
   const json embedding = post_json("/v1/embed/text", {{"text", "a blue square"}});
-  const json by_vector = post_json("/v1/search/vector", {{"vector", embedding["embedding"]}, {"k", 4}});
+  const json by_vector =
+      post_json("/v1/search/vector", {{"vector", embedding["embedding"]}, {"k", 4}});
   const json by_text = post_json("/v1/search/text", {{"query", "a blue square"}, {"k", 4}});
   EXPECT_TRUE(same_results(by_vector["results"], by_text["results"]));
 
@@ -315,8 +319,8 @@ TEST_F(ServiceHttpTest, CompoundQueriesAndFiltersAnswerAsTheCli) {
       post_json("/v1/search/text", {{"query", "a blue square"}, {"k", 10}, {"min_score", third}});
   EXPECT_EQ(cut["results"].size(), 3u);
   const std::string file = (dir_ / "photos/img5.jpg").string();
-  const json one = post_json("/v1/search/text",
-                             {{"query", "a blue square"}, {"k", 10}, {"path_prefix", file}});
+  const json one =
+      post_json("/v1/search/text", {{"query", "a blue square"}, {"k", 10}, {"path_prefix", file}});
   ASSERT_EQ(one["results"].size(), 1u);
   EXPECT_EQ(one["results"][0]["path"], file);
   auto image_prefix = client().Post(
@@ -324,8 +328,8 @@ TEST_F(ServiceHttpTest, CompoundQueriesAndFiltersAnswerAsTheCli) {
       "image/jpeg");
   ASSERT_TRUE(image_prefix);
   EXPECT_EQ(json::parse(image_prefix->body)["results"].size(), 0u);
-  const auto [cli_code, cli_out] =
-      run("search " + common() + " --text \"a blue square\" -k 10 --path-prefix " + file + " --json");
+  const auto [cli_code, cli_out] = run(
+      "search " + common() + " --text \"a blue square\" -k 10 --path-prefix " + file + " --json");
   ASSERT_EQ(cli_code, 0);
   EXPECT_TRUE(same_results(json::parse(cli_out)["results"], one["results"]));
 
@@ -428,6 +432,8 @@ TEST_F(ServiceHttpTest, ConcurrentClientsGetWhatSequentialOnesGet) {
 
   constexpr int kThreads = 16, kRequests = 5;
   std::atomic<int> ok{0}, same{0};
+  std::mutex failures_mutex;
+  std::string failures;
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -439,12 +445,17 @@ TEST_F(ServiceHttpTest, ConcurrentClientsGetWhatSequentialOnesGet) {
         if (res && res->status == 200) {
           ++ok;
           if (same_results(json::parse(res->body)["results"], expected[q])) ++same;
+        } else {
+          std::lock_guard<std::mutex> lock(failures_mutex);
+          failures += res ? std::to_string(res->status) + " " + res->body + "\n"
+                          : "no response: " + httplib::to_string(res.error()) + "\n";
         }
       }
     });
   }
   for (auto& t : threads) t.join();
-  EXPECT_EQ(ok.load(), kThreads * kRequests);
+  EXPECT_EQ(ok.load(), kThreads * kRequests) << failures << "server log:\n"
+                                             << read_file(dir_ / "server.log");
   EXPECT_EQ(same.load(), kThreads * kRequests);
   // Concurrent queries were merged: some batch held more than one (sum > count).
   const std::string metrics = client().Get("/metrics")->body;
