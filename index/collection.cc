@@ -277,7 +277,8 @@ std::unique_ptr<Collection> Collection::open(const std::string& dir,
     set_meta(db, "texts_generation", int64_t{0});
   } else {
     const Meta meta = read_meta(db);
-    const bool other_model = meta.fingerprint != options.model_fingerprint || meta.dim != options.dim;
+    const bool other_model =
+        meta.fingerprint != options.model_fingerprint || meta.dim != options.dim;
     if (other_model && !options.reembed) {
       throw Error::mismatch(model_mismatch(dir, meta, options.model_fingerprint, options.dim));
     }
@@ -286,8 +287,7 @@ std::unique_ptr<Collection> Collection::open(const std::string& dir,
       // The catalog keeps answering in its own space; the new one is staged beside it.
       impl->fingerprint = meta.fingerprint;
       impl->dim = static_cast<int32_t>(meta.dim);
-      prepare_reembed(*impl, other_model ? options.model_fingerprint : std::string(),
-                      options.dim);
+      prepare_reembed(*impl, other_model ? options.model_fingerprint : std::string(), options.dim);
     }
   }
   txn.commit();
@@ -365,16 +365,33 @@ std::optional<ItemRecord> Collection::find_item_by_path(const std::string& path)
   return read_item(st, "catalog '" + impl_->db->path() + "'");
 }
 
-std::vector<ItemRecord> Collection::list_items(int64_t after_id, int32_t limit) const {
+std::vector<ItemRecord> item_page(const Collection::Impl& impl, const std::string& condition,
+                                  int64_t after_id, int32_t limit) {
   check_page(after_id, limit);
-  std::lock_guard<std::mutex> lock(impl_->db_mutex);
-  SqliteStatement st(*impl_->db, std::string("SELECT ") + kItemColumns +
-                                     " FROM items WHERE id > ?1 ORDER BY id LIMIT ?2");
+  std::lock_guard<std::mutex> lock(impl.db_mutex);
+  SqliteStatement st(*impl.db, std::string("SELECT ") + kItemColumns + " FROM items WHERE (" +
+                                   condition + ") AND id > ?1 ORDER BY id LIMIT ?2");
   st.bind(1, after_id).bind(2, static_cast<int64_t>(limit));
   std::vector<ItemRecord> page;
-  const std::string where = "catalog '" + impl_->db->path() + "'";
+  const std::string where = "catalog '" + impl.db->path() + "'";
   while (st.step()) page.push_back(read_item(st, where));
   return page;
+}
+
+std::vector<TextRecord> text_page(const Collection::Impl& impl, const std::string& condition,
+                                  int64_t after_id, int32_t limit) {
+  check_page(after_id, limit);
+  std::lock_guard<std::mutex> lock(impl.db_mutex);
+  SqliteStatement st(*impl.db, std::string("SELECT ") + kTextColumns + " FROM texts WHERE (" +
+                                   condition + ") AND id > ?1 ORDER BY id LIMIT ?2");
+  st.bind(1, after_id).bind(2, static_cast<int64_t>(limit));
+  std::vector<TextRecord> page;
+  while (st.step()) page.push_back(read_text(st));
+  return page;
+}
+
+std::vector<ItemRecord> Collection::list_items(int64_t after_id, int32_t limit) const {
+  return item_page(*impl_, "1", after_id, limit);
 }
 
 int64_t Collection::item_count(std::optional<ItemStatus> status) const {
@@ -519,14 +536,7 @@ std::optional<TextRecord> Collection::text(int64_t id) const {
 }
 
 std::vector<TextRecord> Collection::list_texts(int64_t after_id, int32_t limit) const {
-  check_page(after_id, limit);
-  std::lock_guard<std::mutex> lock(impl_->db_mutex);
-  SqliteStatement st(*impl_->db, std::string("SELECT ") + kTextColumns +
-                                     " FROM texts WHERE id > ?1 ORDER BY id LIMIT ?2");
-  st.bind(1, after_id).bind(2, static_cast<int64_t>(limit));
-  std::vector<TextRecord> page;
-  while (st.step()) page.push_back(read_text(st));
-  return page;
+  return text_page(*impl_, "1", after_id, limit);
 }
 
 std::optional<std::vector<float>> Collection::stored_vector(Target target, int64_t id) const {

@@ -63,6 +63,11 @@ TextRecord read_text(const SqliteStatement& st);
 // Throws Error::invalid_argument naming `what` unless v[0..dim) is finite with unit norm.
 void check_vector(const float* v, int32_t dim, const std::string& what);
 void check_page(int64_t after_id, int32_t limit);
+// Up to `limit` items (texts) matching the SQL `condition` with id > after_id, by id.
+std::vector<ItemRecord> item_page(const Collection::Impl& impl, const std::string& condition,
+                                  int64_t after_id, int32_t limit);
+std::vector<TextRecord> text_page(const Collection::Impl& impl, const std::string& condition,
+                                  int64_t after_id, int32_t limit);
 
 // Inside open()'s transaction, for CollectionOptions::reembed: makes sure the staging tables
 // exist and stage `fingerprint` (dim `dim`), keeping what an interrupted run staged for the

@@ -28,9 +28,10 @@ CREATE TABLE IF NOT EXISTS staged_items (
 CREATE TABLE IF NOT EXISTS staged_texts (id INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 )sql";
 
+// What is still to stage, as conditions on items and texts.
 constexpr const char* kPendingItems =
-    "FROM items WHERE status != 'failed' AND id NOT IN (SELECT id FROM staged_items)";
-constexpr const char* kPendingTexts = "FROM texts WHERE id NOT IN (SELECT id FROM staged_texts)";
+    "status != 'failed' AND id NOT IN (SELECT id FROM staged_items)";
+constexpr const char* kPendingTexts = "id NOT IN (SELECT id FROM staged_texts)";
 
 void clear_staging(SqliteDb& db) {
   db.exec(
@@ -46,8 +47,8 @@ void require_reembedding(const Collection::Impl& impl, const char* what) {
   }
 }
 
-int64_t count_of(SqliteDb& db, const std::string& from) {
-  SqliteStatement st(db, "SELECT COUNT(*) " + from);
+int64_t count_of(SqliteDb& db, const char* table, const char* condition) {
+  SqliteStatement st(db, std::string("SELECT COUNT(*) FROM ") + table + " WHERE " + condition);
   st.step();
   return st.column_int64(0);
 }
@@ -59,8 +60,8 @@ void prepare_reembed(Collection::Impl& impl, const std::string& fingerprint, int
   db.exec(kStagingSchema);
   const auto staged = get_meta(db, "staged_fingerprint");
   const auto staged_dim = get_meta(db, "staged_dim");
-  const bool same = staged && *staged == fingerprint && staged_dim &&
-                    *staged_dim == std::to_string(dim);
+  const bool same =
+      staged && *staged == fingerprint && staged_dim && *staged_dim == std::to_string(dim);
   if (!same) {
     clear_staging(db);
     if (!fingerprint.empty()) {
@@ -81,37 +82,24 @@ int32_t Collection::reembed_dim() const {
 }
 
 std::vector<ItemRecord> Collection::items_to_reembed(int64_t after_id, int32_t limit) const {
-  check_page(after_id, limit);
   require_reembedding(*impl_, "items_to_reembed");
-  std::lock_guard<std::mutex> lock(impl_->db_mutex);
-  SqliteStatement st(*impl_->db, std::string("SELECT ") + kItemColumns + " " + kPendingItems +
-                                     " AND id > ?1 ORDER BY id LIMIT ?2");
-  st.bind(1, after_id).bind(2, static_cast<int64_t>(limit));
-  std::vector<ItemRecord> page;
-  const std::string where = "catalog '" + impl_->db->path() + "'";
-  while (st.step()) page.push_back(read_item(st, where));
-  return page;
+  return item_page(*impl_, kPendingItems, after_id, limit);
 }
 
 std::vector<TextRecord> Collection::texts_to_reembed(int64_t after_id, int32_t limit) const {
-  check_page(after_id, limit);
   require_reembedding(*impl_, "texts_to_reembed");
-  std::lock_guard<std::mutex> lock(impl_->db_mutex);
-  SqliteStatement st(*impl_->db, std::string("SELECT ") + kTextColumns + " " + kPendingTexts +
-                                     " AND id > ?1 ORDER BY id LIMIT ?2");
-  st.bind(1, after_id).bind(2, static_cast<int64_t>(limit));
-  std::vector<TextRecord> page;
-  while (st.step()) page.push_back(read_text(st));
-  return page;
+  return text_page(*impl_, kPendingTexts, after_id, limit);
 }
 
 int64_t Collection::reembed_pending() const {
   require_reembedding(*impl_, "reembed_pending");
   std::lock_guard<std::mutex> lock(impl_->db_mutex);
-  return count_of(*impl_->db, kPendingItems) + count_of(*impl_->db, kPendingTexts);
+  return count_of(*impl_->db, "items", kPendingItems) +
+         count_of(*impl_->db, "texts", kPendingTexts);
 }
 
-void Collection::stage_items(const std::vector<int64_t>& ids, const std::vector<ItemWrite>& writes) {
+void Collection::stage_items(const std::vector<int64_t>& ids,
+                             const std::vector<ItemWrite>& writes) {
   require_reembedding(*impl_, "stage_items");
   if (ids.size() != writes.size()) {
     throw Error::invalid_argument("stage_items: " + std::to_string(ids.size()) + " ids for " +
@@ -171,8 +159,8 @@ void Collection::stage_texts(const std::vector<int64_t>& ids, const std::vector<
   if (vectors.size() != ids.size() * static_cast<size_t>(dim)) {
     throw Error::invalid_argument("stage_texts: " + std::to_string(ids.size()) +
                                   " texts came with " + std::to_string(vectors.size()) +
-                                  " vector values; expected " + std::to_string(ids.size()) +
-                                  " x " + std::to_string(dim));
+                                  " vector values; expected " + std::to_string(ids.size()) + " x " +
+                                  std::to_string(dim));
   }
   std::lock_guard<std::mutex> lock(impl_->db_mutex);
   SqliteDb& db = *impl_->db;
@@ -193,7 +181,7 @@ bool Collection::commit_reembed() {
   SqliteDb& db = *impl_->db;
   // IMMEDIATE: no other writer can add an unstaged item between the check and the swap.
   SqliteTransaction txn(db, /*immediate=*/true);
-  if (count_of(db, kPendingItems) + count_of(db, kPendingTexts) > 0) return false;
+  if (count_of(db, "items", kPendingItems) + count_of(db, "texts", kPendingTexts) > 0) return false;
   db.exec(R"sql(
     UPDATE items SET (size, mtime_ns, content_hash, width, height, status, error, vector) =
       (SELECT size, mtime_ns, content_hash, width, height, status, error, vector

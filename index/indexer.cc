@@ -107,9 +107,9 @@ class Progress {
     last_ = Clock::now();
     const double rate = done / std::max(elapsed, 1e-9);
     const double eta = rate > 0 ? (total_ - done) / rate : 0;
-    std::fprintf(stderr, "%s%s %lld/%lld images  %.1f images/s  ETA %.0f s%s",
-                 tty_ ? "\r" : "", verb_, static_cast<long long>(done), static_cast<long long>(total_),
-                 rate, eta, tty_ && !final ? "   " : "\n");
+    std::fprintf(stderr, "%s%s %lld/%lld images  %.1f images/s  ETA %.0f s%s", tty_ ? "\r" : "",
+                 verb_, static_cast<long long>(done), static_cast<long long>(total_), rate, eta,
+                 tty_ && !final ? "   " : "\n");
   }
 
  private:
@@ -285,14 +285,14 @@ ReembedSummary reembed_collection(Collection& collection, const Embedder& embedd
       if (!gone.empty()) collection.stage_items(gone_ids, gone);
       r.gone += static_cast<int64_t>(gone.size());
       r.items.files += static_cast<int64_t>(page.size());
-      embed_files(files, embedder, options, "re-embedding", r.items,
-                  [&](size_t start, std::vector<ItemWrite>& writes) {
-                    collection.stage_items(
-                        std::vector<int64_t>(ids.begin() + start,
-                                             ids.begin() + start + writes.size()),
-                        writes);
-                    for (const ItemWrite& w : writes) r.items.updated += w.ok ? 1 : 0;
-                  });
+      embed_files(
+          files, embedder, options, "re-embedding", r.items,
+          [&](size_t start, std::vector<ItemWrite>& writes) {
+            collection.stage_items(
+                std::vector<int64_t>(ids.begin() + start, ids.begin() + start + writes.size()),
+                writes);
+            for (const ItemWrite& w : writes) r.items.updated += w.ok ? 1 : 0;
+          });
     }
     for (int64_t after = 0;;) {
       const std::vector<TextRecord> page = collection.texts_to_reembed(after, 256);

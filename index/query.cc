@@ -192,7 +192,8 @@ std::vector<float> read_vector_file(const std::string& path) {
   std::vector<float> v;
   for (const auto& x : j) {
     if (!x.is_number()) {
-      throw Error::invalid_argument("vector file '" + path + "' holds something other than numbers");
+      throw Error::invalid_argument("vector file '" + path +
+                                    "' holds something other than numbers");
     }
     v.push_back(x.get<float>());
   }
@@ -230,7 +231,8 @@ std::vector<float> compose_query(const Collection& collection, const std::vector
         break;
       }
       case QueryTerm::Kind::kVector:
-        v = term.vector.empty() && !term.text.empty() ? embedder.vector_file(term.text) : term.vector;
+        v = term.vector.empty() && !term.text.empty() ? embedder.vector_file(term.text)
+                                                      : term.vector;
         break;
     }
     if (v.size() != dim) {
@@ -324,10 +326,11 @@ std::vector<SearchResult> search_filtered(const Collection& collection, SearchTa
   }
 }
 
-std::vector<SearchResult> search_query(const Collection& collection, const std::vector<float>& query,
-                                       SearchTarget target, int32_t k, const QueryFilters& filters) {
-  const auto where = target == SearchTarget::kImages ? Collection::Target::kImages
-                                                     : Collection::Target::kTexts;
+std::vector<SearchResult> search_query(const Collection& collection,
+                                       const std::vector<float>& query, SearchTarget target,
+                                       int32_t k, const QueryFilters& filters) {
+  const auto where =
+      target == SearchTarget::kImages ? Collection::Target::kImages : Collection::Target::kTexts;
   return search_filtered(collection, target, k, filters, [&](int32_t fetch) {
     return collection.search(where, query.data(), 1, fetch).at(0);
   });

@@ -30,10 +30,10 @@ class Collection;
 struct QueryTerm {
   enum class Kind { kText, kImage, kItem, kVector };
   Kind kind = Kind::kText;
-  float weight = 1.f;          // finite, non-zero; negative subtracts
-  std::string text;            // kText: the text; kImage / kVector from the syntax: the file
-  int64_t item = 0;            // kItem: an item id of the collection
-  std::vector<float> vector;   // kVector given as values: [dim], any non-zero norm
+  float weight = 1.f;         // finite, non-zero; negative subtracts
+  std::string text;           // kText: the text; kImage / kVector from the syntax: the file
+  int64_t item = 0;           // kItem: an item id of the collection
+  std::vector<float> vector;  // kVector given as values: [dim], any non-zero norm
 };
 
 // Parses the syntax above. Throws Error::invalid_argument naming the position and what was
@@ -81,7 +81,8 @@ std::vector<SearchResult> search_filtered(const Collection& collection, SearchTa
                                           const HitFetcher& fetch);
 
 // search_filtered with Collection::search as the fetcher.
-std::vector<SearchResult> search_query(const Collection& collection, const std::vector<float>& query,
-                                       SearchTarget target, int32_t k, const QueryFilters& filters);
+std::vector<SearchResult> search_query(const Collection& collection,
+                                       const std::vector<float>& query, SearchTarget target,
+                                       int32_t k, const QueryFilters& filters);
 
 }  // namespace mms

@@ -19,10 +19,10 @@ SearchTarget parse_search_target(const std::string& name);
 
 struct SearchResult {
   int64_t id = 0;
-  float score = 0;      // inner product of unit vectors (cosine similarity)
-  std::string path;     // images: the file
-  std::string text;     // texts: the text
-  std::string caption;  // images: the attached caption, if any
+  float score = 0;                  // inner product of unit vectors (cosine similarity)
+  std::string path;                 // images: the file
+  std::string text;                 // texts: the text
+  std::string caption;              // images: the attached caption, if any
   std::vector<int64_t> duplicates;  // with dedup: the ids folded into this result
 };
 

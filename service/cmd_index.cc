@@ -21,7 +21,8 @@ namespace mms {
 namespace {
 
 int32_t resolve_threads(int threads) {
-  return threads > 0 ? threads : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  return threads > 0 ? threads
+                     : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
 std::unique_ptr<Collection> open_collection(const std::string& dir, const Embedder& embedder,
@@ -37,8 +38,9 @@ std::unique_ptr<Collection> open_collection(const std::string& dir, const Embedd
 
 void run_index(const IndexCommand& c) {
   if (c.gpu) {
-    throw Error::unsupported("--gpu: this build of mmsearch has no FAISS GPU support "
-                             "(configure with -DMMSEARCH_CUDA=ON on a CUDA machine)");
+    throw Error::unsupported(
+        "--gpu: this build of mmsearch has no FAISS GPU support "
+        "(configure with -DMMSEARCH_CUDA=ON on a CUDA machine)");
   }
   if (c.paths.empty() && !c.reembed) {
     throw Error::invalid_argument("index: give at least one PATH to index");
@@ -148,7 +150,8 @@ void run_search(const SearchCommand& c) {
   for (size_t i = 0; i < hits.size(); ++i) {
     const SearchResult& h = hits[i];
     const std::string folded =
-        h.duplicates.empty() ? "" : "  (+" + std::to_string(h.duplicates.size()) + " near-identical)";
+        h.duplicates.empty() ? ""
+                             : "  (+" + std::to_string(h.duplicates.size()) + " near-identical)";
     std::printf("%4zu  %6.3f  %s%s\n", i + 1, h.score,
                 (target == SearchTarget::kImages ? h.path : h.text).c_str(), folded.c_str());
   }

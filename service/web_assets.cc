@@ -255,8 +255,7 @@ nlohmann::json filter_properties() {
 // A search body's schema: its own properties plus k, target and the filters.
 nlohmann::json search_schema(nlohmann::json properties, const std::vector<std::string>& required) {
   properties["k"] = {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}, {"default", 10}};
-  properties["target"] = {
-      {"type", "string"}, {"enum", {"images", "texts"}}, {"default", "images"}};
+  properties["target"] = {{"type", "string"}, {"enum", {"images", "texts"}}, {"default", "images"}};
   properties.update(filter_properties());
   nlohmann::json schema = {{"type", "object"}, {"properties", properties}};
   if (!required.empty()) schema["required"] = required;
@@ -297,10 +296,10 @@ nlohmann::json build_openapi() {
          {{"application/json", {{"schema", {{"$ref", "#/components/schemas/TextSearch"}}}}}}}}},
       {"responses", json_response("results, best first", "#/components/schemas/SearchResults")}};
   auto json_body = [](const std::string& schema) {
-    return json{{"required", true},
-                {"content",
-                 {{"application/json",
-                   {{"schema", {{"$ref", "#/components/schemas/" + schema}}}}}}}};
+    return json{
+        {"required", true},
+        {"content",
+         {{"application/json", {{"schema", {{"$ref", "#/components/schemas/" + schema}}}}}}}};
   };
   paths["/v1/search"]["post"] = {
       {"summary", "Compound search: weighted texts, images, items and embeddings"},

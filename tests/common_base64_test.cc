@@ -1,17 +1,20 @@
 // base64_decode as the HTTP service uses it for images sent inside JSON.
-#include "common/base64.h"
-
 #include <gtest/gtest.h>
 
+#include "common/base64.h"
 #include "common/error.h"
 
 namespace mms {
 namespace {
 
 TEST(Base64, DecodesTheRfc4648Vectors) {
-  const std::pair<const char*, const char*> cases[] = {
-      {"", ""},         {"Zg==", "f"},         {"Zm8=", "fo"},         {"Zm9v", "foo"},
-      {"Zm9vYg==", "foob"}, {"Zm9vYmE=", "fooba"}, {"Zm9vYmFy", "foobar"}};
+  const std::pair<const char*, const char*> cases[] = {{"", ""},
+                                                       {"Zg==", "f"},
+                                                       {"Zm8=", "fo"},
+                                                       {"Zm9v", "foo"},
+                                                       {"Zm9vYg==", "foob"},
+                                                       {"Zm9vYmE=", "fooba"},
+                                                       {"Zm9vYmFy", "foobar"}};
   for (const auto& [encoded, plain] : cases) EXPECT_EQ(base64_decode(encoded, "x"), plain);
 }
 

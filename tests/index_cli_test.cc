@@ -28,7 +28,9 @@ namespace fs = std::filesystem;
 
 using mms::testing::kProgram;
 // Runs the program with `args`; returns {exit code, stdout}.
-std::pair<int, std::string> run(const std::string& args) { return mms::testing::run_program(args); }
+std::pair<int, std::string> run(const std::string& args) {
+  return mms::testing::run_program(args);
+}
 
 class IndexCliTest : public ::testing::Test {
  protected:
@@ -69,8 +71,8 @@ TEST_F(IndexCliTest, AKilledRunLosesNothingOnceRunAgain) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (!fs::exists(dir_ / "index/catalog.sqlite")) continue;
     try {
-      auto c = mms::Collection::open_for_search((dir_ / "index").string(),
-                                                mms::Embedder::load((dir_ / "model").string())->fingerprint());
+      auto c = mms::Collection::open_for_search(
+          (dir_ / "index").string(), mms::Embedder::load((dir_ / "model").string())->fingerprint());
       committed = c->item_count();
     } catch (const mms::Error&) {
     }
@@ -119,8 +121,8 @@ TEST_F(IndexCliTest, SearchResultsAreTheSameFromTheCliAndTheLibrary) {
 TEST_F(IndexCliTest, AnIndexRefusesAnotherModel) {
   ASSERT_EQ(run("index " + common() + " " + (dir_ / "photos").string()).first, 0);
   mms::testing::make_tiny_model(dir_ / "other", /*seed=*/2);
-  const std::string other = "--index " + (dir_ / "index").string() + " --model " +
-                            (dir_ / "other").string();
+  const std::string other =
+      "--index " + (dir_ / "index").string() + " --model " + (dir_ / "other").string();
   EXPECT_EQ(run("search " + other + " --text red").first, 1);
   EXPECT_EQ(run("index " + other + " " + (dir_ / "photos").string()).first, 1);
 }
@@ -130,12 +132,14 @@ TEST_F(IndexCliTest, AddedTextsAreSearchableAndLongTextsAreKeptWhole) {
   for (int i = 0; i < 3000; ++i) long_text += " on white";  // far beyond 77 tokens
   {
     std::ofstream f(dir_ / "texts.txt");
-    f << "a red circle\n\nthe green star\n{\"text\": \"a blue square on white\"}\n" << long_text << "\n";
+    f << "a red circle\n\nthe green star\n{\"text\": \"a blue square on white\"}\n"
+      << long_text << "\n";
   }
   ASSERT_EQ(run("add-texts " + common() + " " + (dir_ / "texts.txt").string()).first, 0);
   // Adding the same file again does not duplicate texts.
   ASSERT_EQ(run("add-texts " + common() + " " + (dir_ / "texts.txt").string()).first, 0);
-  const auto [code, out] = run("search " + common() + " --text \"the green star\" --target texts -k 10 --json");
+  const auto [code, out] =
+      run("search " + common() + " --text \"the green star\" --target texts -k 10 --json");
   ASSERT_EQ(code, 0) << out;
   const auto results = nlohmann::json::parse(out).at("results");
   ASSERT_EQ(results.size(), 4u);
@@ -194,7 +198,8 @@ TEST_F(IndexCliTest, AReembedKilledMidwayLeavesTheOldModelAnsweringAndResumes) {
   ASSERT_GE(staged, 8);
 
   // Half-way, the old model still finds every image, and the new one is told to wait.
-  const auto [old_code, old_out] = run("search " + common() + " --text \"a red circle\" -k 1000 --json");
+  const auto [old_code, old_out] =
+      run("search " + common() + " --text \"a red circle\" -k 1000 --json");
   ASSERT_EQ(old_code, 0) << old_out;
   EXPECT_EQ(nlohmann::json::parse(old_out).at("results").size(), static_cast<size_t>(kImages));
   EXPECT_EQ(run("search " + next + " --text red").first, 1);
@@ -218,7 +223,7 @@ TEST_F(IndexCliTest, AReembedKilledMidwayLeavesTheOldModelAnsweringAndResumes) {
 }
 
 TEST_F(IndexCliTest, BadUsageExitsTwo) {
-  EXPECT_EQ(run("search --index x").first, 2);           // neither --text nor --image
+  EXPECT_EQ(run("search --index x").first, 2);  // neither --text nor --image
   EXPECT_EQ(run("search --index x --text a -k 0").first, 2);
   EXPECT_EQ(run("frobnicate").first, 2);
 }

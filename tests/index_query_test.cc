@@ -1,6 +1,4 @@
 // Compound queries and filters (index/query.h), as the CLI and the HTTP service call them.
-#include "index/query.h"
-
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -13,6 +11,7 @@
 
 #include "common/error.h"
 #include "index/collection.h"
+#include "index/query.h"
 
 namespace mms {
 namespace {
@@ -160,7 +159,9 @@ TEST_F(QueryTest, RefusesQueriesThatCannotMeanAnything) {
   add("/p/a.jpg", axis(0));
   QueryTerm dog{Kind::kText, 1.f, "dog"}, minus_dog{Kind::kText, -1.f, "dog"};
   EXPECT_EQ(kind_of([&] { compose_query(*c_, {}, embedder()); }), ErrorKind::kInvalidArgument);
-  EXPECT_EQ(kind_of([&] { compose_query(*c_, {dog, minus_dog}, embedder()); }),
+  EXPECT_EQ(kind_of([&] {
+              compose_query(*c_, {dog, minus_dog}, embedder());
+            }),
             ErrorKind::kInvalidArgument);
   QueryTerm zero = dog;
   zero.weight = 0;

@@ -17,7 +17,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -38,7 +37,8 @@ inline void make_tiny_model(const std::filesystem::path& dir, uint64_t seed = 1)
   std::filesystem::create_directories(dir);
   {
     std::ofstream corpus(dir / "corpus.txt");
-    for (int i = 0; i < 50; ++i) corpus << "a red circle\na blue square on white\nthe green star " << i << "\n";
+    for (int i = 0; i < 50; ++i)
+      corpus << "a red circle\na blue square on white\nthe green star " << i << "\n";
   }
   TokenizerTrainOptions tok;
   tok.corpus_path = (dir / "corpus.txt").string();
@@ -64,7 +64,8 @@ inline void make_tiny_model(const std::filesystem::path& dir, uint64_t seed = 1)
 }
 
 // A w x h JPEG of two colours split at a position that depends on `variant`.
-inline void write_test_jpeg(const std::filesystem::path& path, int variant, int w = 40, int h = 30) {
+inline void write_test_jpeg(const std::filesystem::path& path, int variant, int w = 40,
+                            int h = 30) {
   DecodedImage img;
   img.width = w;
   img.height = h;
@@ -79,7 +80,8 @@ inline void write_test_jpeg(const std::filesystem::path& path, int variant, int 
     }
   }
   const auto jpeg = encode_jpeg_thumbnail(img, std::max(w, h), 90);
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(jpeg.data()), jpeg.size());
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(jpeg.data()), jpeg.size());
 }
 
 // The built program, for tests named *_cli_test.cc (which depend on it).
