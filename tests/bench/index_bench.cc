@@ -1,8 +1,10 @@
 // Benchmark: search latency and recall of the FAISS index types mmsearch builds (through the
 // same index/faiss_store code the Collection uses), on synthetic clustered unit vectors of
 // dimension 256. For each size it builds Flat (exact), IVF and HNSW32, then times single
-// queries (p50 / p99) and reports recall@10 against the exact answer.
+// queries (p50 / p99) and reports recall@10 against the exact answer. --ef-search times an
+// HNSW index once per listed candidate-list length (a query-time knob: no rebuild).
 //   build/index_bench [--sizes 10000,100000,1000000] [--queries 200] [--types Flat,IVF,HNSW32]
+//                     [--ef-search 64]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -59,11 +61,13 @@ int main(int argc, char** argv) {
   std::vector<int64_t> sizes = {10000, 100000, 1000000};
   int64_t queries = 200;
   std::string types = "Flat,IVF,HNSW32";
+  std::vector<int64_t> ef_values = {64};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--sizes") sizes = parse_list(argv[i + 1]);
     else if (a == "--queries") queries = std::atoll(argv[i + 1]);
     else if (a == "--types") types = argv[i + 1];
+    else if (a == "--ef-search") ef_values = parse_list(argv[i + 1]);
     else {
       std::fprintf(stderr, "index_bench: unknown option '%s'\n", a.c_str());
       return 2;
@@ -105,22 +109,26 @@ int main(int argc, char** argv) {
         const auto t0 = Clock::now();
         mms::BuiltIndex built = mms::build_faiss_index(factory, kDim, base, ids);
         const double build_s = std::chrono::duration<double>(Clock::now() - t0).count();
-        mms::set_faiss_search_params(built.index.get(), 16, 64);
-        std::vector<double> ms;
-        int64_t hits = 0;
-        for (int64_t i = 0; i < queries; ++i) {
-          float scores[kK];
-          int64_t found[kK];
-          const auto s0 = Clock::now();
-          mms::search_faiss(*built.index, &q[i * kDim], 1, kK, scores, found);
-          ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - s0).count());
-          for (int j = 0; j < kK; ++j) hits += truth[i].count(found[j]);
+        const bool hnsw = factory.rfind("HNSW", 0) == 0;
+        for (const int64_t ef : hnsw ? ef_values : std::vector<int64_t>{64}) {
+          mms::set_faiss_search_params(built.index.get(), 16, static_cast<int32_t>(ef));
+          std::vector<double> ms;
+          int64_t hits = 0;
+          for (int64_t i = 0; i < queries; ++i) {
+            float scores[kK];
+            int64_t found[kK];
+            const auto s0 = Clock::now();
+            mms::search_faiss(*built.index, &q[i * kDim], 1, kK, scores, found);
+            ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - s0).count());
+            for (int j = 0; j < kK; ++j) hits += truth[i].count(found[j]);
+          }
+          std::sort(ms.begin(), ms.end());
+          const std::string name = hnsw ? built.type + " ef" + std::to_string(ef) : built.type;
+          std::printf("%9lld  %-14s %9.2f %9.3f %9.3f %9.1f%%\n", static_cast<long long>(n),
+                      name.c_str(), build_s, ms[ms.size() / 2], ms[ms.size() * 99 / 100],
+                      100.0 * hits / double(queries * kK));
+          std::fflush(stdout);
         }
-        std::sort(ms.begin(), ms.end());
-        std::printf("%9lld  %-14s %9.2f %9.3f %9.3f %9.1f%%\n", static_cast<long long>(n),
-                    built.type.c_str(), build_s, ms[ms.size() / 2], ms[ms.size() * 99 / 100],
-                    100.0 * hits / double(queries * kK));
-        std::fflush(stdout);
       }
     }
   } catch (const mms::Error& e) {
