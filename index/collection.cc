@@ -217,6 +217,21 @@ void check_vector(const float* v, int32_t dim, const std::string& what) {
   }
 }
 
+void check_item_write(const ItemWrite& w, int32_t dim, const std::string& what) {
+  if (w.size < 0 || w.width < 0 || w.height < 0) {
+    throw Error::invalid_argument(what + " has a negative size, width or height");
+  }
+  if (w.ok) {
+    if (w.vector.size() != static_cast<size_t>(dim)) {
+      throw Error::invalid_argument(what + " has a vector of " + std::to_string(w.vector.size()) +
+                                    " values; expected " + std::to_string(dim));
+    }
+    check_vector(w.vector.data(), dim, what);
+  } else if (!w.vector.empty()) {
+    throw Error::invalid_argument(what + " failed but comes with a vector");
+  }
+}
+
 void check_page(int64_t after_id, int32_t limit) {
   if (after_id < 0 || limit < 1) {
     throw Error::invalid_argument("a page needs after_id >= 0 and limit >= 1; got " +
@@ -440,18 +455,7 @@ std::vector<int64_t> Collection::upsert_items(const std::vector<ItemWrite>& item
   for (const ItemWrite& w : items) {
     const std::string what = "item '" + w.path + "'";
     if (w.path.empty()) throw Error::invalid_argument("an item to store has an empty path");
-    if (w.size < 0 || w.width < 0 || w.height < 0) {
-      throw Error::invalid_argument(what + " has a negative size, width or height");
-    }
-    if (w.ok) {
-      if (w.vector.size() != static_cast<size_t>(dim)) {
-        throw Error::invalid_argument(what + " has a vector of " + std::to_string(w.vector.size()) +
-                                      " values; this collection holds " + std::to_string(dim));
-      }
-      check_vector(w.vector.data(), dim, what);
-    } else if (!w.vector.empty()) {
-      throw Error::invalid_argument(what + " failed but comes with a vector");
-    }
+    check_item_write(w, dim, what);
     st.bind(1, w.path)
         .bind(2, w.size)
         .bind(3, w.mtime_ns)

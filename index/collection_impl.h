@@ -62,6 +62,9 @@ ItemRecord read_item(const SqliteStatement& st, const std::string& where);
 TextRecord read_text(const SqliteStatement& st);
 // Throws Error::invalid_argument naming `what` unless v[0..dim) is finite with unit norm.
 void check_vector(const float* v, int32_t dim, const std::string& what);
+// Throws Error::invalid_argument naming `what` for negative sizes, an ok record without a
+// [dim] unit vector, or a failed one with a vector.
+void check_item_write(const ItemWrite& w, int32_t dim, const std::string& what);
 void check_page(int64_t after_id, int32_t limit);
 // Up to `limit` items (texts) matching the SQL `condition` with id > after_id, by id.
 std::vector<ItemRecord> item_page(const Collection::Impl& impl, const std::string& condition,

@@ -116,19 +116,7 @@ void Collection::stage_items(const std::vector<int64_t>& ids,
   for (size_t i = 0; i < ids.size(); ++i) {
     const ItemWrite& w = writes[i];
     const std::string what = "item " + std::to_string(ids[i]);
-    if (w.size < 0 || w.width < 0 || w.height < 0) {
-      throw Error::invalid_argument(what + " has a negative size, width or height");
-    }
-    if (w.ok) {
-      if (w.vector.size() != static_cast<size_t>(dim)) {
-        throw Error::invalid_argument(what + " has a vector of " + std::to_string(w.vector.size()) +
-                                      " values; the model being staged makes " +
-                                      std::to_string(dim));
-      }
-      check_vector(w.vector.data(), dim, what);
-    } else if (!w.vector.empty()) {
-      throw Error::invalid_argument(what + " failed but comes with a vector");
-    }
+    check_item_write(w, dim, what);
     st.bind(1, ids[i])
         .bind(2, w.size)
         .bind(3, w.mtime_ns)

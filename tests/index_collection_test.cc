@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "error_testing.h"
 #include "index/collection.h"
 
 namespace mms {
@@ -93,15 +94,7 @@ std::vector<int64_t> hit_ids(const std::vector<SearchHit>& hits) {
   return ids;
 }
 
-ErrorKind kind_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.kind();
-  }
-  ADD_FAILURE() << "expected an mms::Error";
-  return ErrorKind::kInternal;
-}
+using testing::kind_of;
 
 class CollectionTest : public ::testing::Test {
  protected:

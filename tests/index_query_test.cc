@@ -10,6 +10,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "error_testing.h"
 #include "index/collection.h"
 #include "index/query.h"
 
@@ -35,15 +36,7 @@ std::vector<float> axis(int i) {
   return v;
 }
 
-ErrorKind kind_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.kind();
-  }
-  ADD_FAILURE() << "expected an mms::Error";
-  return ErrorKind::kInternal;
-}
+using testing::kind_of;
 
 std::string message_of(const std::function<void()>& f) {
   try {
