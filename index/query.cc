@@ -294,11 +294,7 @@ std::vector<SearchResult> search_filtered(const Collection& collection, SearchTa
       SearchResult& r = one[0];
       if (!filters.path_prefix.empty() && !under_prefix(r.path, filters.path_prefix)) continue;
       if (filters.dedup) {
-        std::string hash;
-        if (images) {
-          const auto item = collection.item(r.id);
-          if (item) hash = item->content_hash;
-        }
+        const std::string& hash = r.content_hash;  // empty for texts
         std::vector<float> v = collection.stored_vector(where, r.id).value_or(std::vector<float>());
         size_t same = kept_vectors.size();
         for (size_t j = 0; j < kept_vectors.size(); ++j) {
@@ -313,7 +309,7 @@ std::vector<SearchResult> search_filtered(const Collection& collection, SearchTa
           continue;
         }
         kept_vectors.push_back(std::move(v));
-        kept_hashes.push_back(std::move(hash));
+        kept_hashes.push_back(hash);
       }
       out.push_back(std::move(r));
     }

@@ -43,6 +43,7 @@ std::vector<SearchResult> resolve_hits(const Collection& collection,
       if (!item) continue;  // removed between the index snapshot and now
       h.path = item->path;
       h.caption = item->caption.value_or("");
+      h.content_hash = item->content_hash;
     } else {
       const auto text = collection.text(h.id);
       if (!text) continue;

@@ -24,6 +24,7 @@ struct SearchResult {
   std::string text;                 // texts: the text
   std::string caption;              // images: the attached caption, if any
   std::vector<int64_t> duplicates;  // with dedup: the ids folded into this result
+  std::string content_hash;         // images: the file's, for dedup (not serialized)
 };
 
 // Query embeddings, [dim] unit norm. The image is loaded with the default ImageLimits.

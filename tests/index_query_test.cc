@@ -38,6 +38,14 @@ std::vector<float> axis(int i) {
 
 using testing::kind_of;
 
+QueryTerm term(Kind kind, float weight = 1.f, std::string text = "") {
+  QueryTerm t;
+  t.kind = kind;
+  t.weight = weight;
+  t.text = std::move(text);
+  return t;
+}
+
 std::string message_of(const std::function<void()>& f) {
   try {
     f();
@@ -136,10 +144,11 @@ class QueryTest : public ::testing::Test {
 
 TEST_F(QueryTest, ComposesTheNormalizedWeightedSum) {
   const int64_t photo = add("/p/photo.jpg", axis(2));
-  QueryTerm dog{Kind::kText, 2.f, "dog"}, fruit{Kind::kText, -1.f, "fruit"};
-  QueryTerm item{Kind::kItem, 1.f};
+  QueryTerm dog = term(Kind::kText, 2.f, "dog");
+  QueryTerm fruit = term(Kind::kText, -1.f, "fruit");
+  QueryTerm item = term(Kind::kItem, 1.f);
   item.item = photo;
-  QueryTerm raw{Kind::kVector, 2.f};
+  QueryTerm raw = term(Kind::kVector, 2.f);
   raw.vector = std::vector<float>(kDim, 0.f);
   raw.vector[3] = 10.f;  // any norm: unit-normalized before weighting
   const auto q = compose_query(*c_, {dog, fruit, item, raw}, embedder());
@@ -150,7 +159,8 @@ TEST_F(QueryTest, ComposesTheNormalizedWeightedSum) {
 
 TEST_F(QueryTest, RefusesQueriesThatCannotMeanAnything) {
   add("/p/a.jpg", axis(0));
-  QueryTerm dog{Kind::kText, 1.f, "dog"}, minus_dog{Kind::kText, -1.f, "dog"};
+  QueryTerm dog = term(Kind::kText, 1.f, "dog");
+  QueryTerm minus_dog = term(Kind::kText, -1.f, "dog");
   EXPECT_EQ(kind_of([&] { compose_query(*c_, {}, embedder()); }), ErrorKind::kInvalidArgument);
   EXPECT_EQ(kind_of([&] {
               compose_query(*c_, {dog, minus_dog}, embedder());
@@ -159,14 +169,14 @@ TEST_F(QueryTest, RefusesQueriesThatCannotMeanAnything) {
   QueryTerm zero = dog;
   zero.weight = 0;
   EXPECT_EQ(kind_of([&] { compose_query(*c_, {zero}, embedder()); }), ErrorKind::kInvalidArgument);
-  QueryTerm missing{Kind::kItem};
+  QueryTerm missing = term(Kind::kItem);
   missing.item = 999;
   EXPECT_EQ(kind_of([&] { compose_query(*c_, {missing}, embedder()); }), ErrorKind::kNotFound);
-  QueryTerm short_vector{Kind::kVector};
+  QueryTerm short_vector = term(Kind::kVector);
   short_vector.vector = {1.f, 2.f};
   EXPECT_EQ(kind_of([&] { compose_query(*c_, {short_vector}, embedder()); }),
             ErrorKind::kInvalidArgument);
-  QueryTerm image{Kind::kImage, 1.f, "/etc/passwd"};
+  QueryTerm image = term(Kind::kImage, 1.f, "/etc/passwd");
   EXPECT_EQ(kind_of([&] { compose_query(*c_, {image}, embedder()); }), ErrorKind::kInvalidArgument);
 }
 
