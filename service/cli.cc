@@ -47,7 +47,8 @@ struct Options {
   std::string captions;
   std::string target = "images", file;
   SearchCommand search;
-  std::string split = "test", zero_shot_template = "a photo of a {}";
+  std::string split = "test";
+  std::vector<std::string> zero_shot_templates = {"a photo of a {}"};
   int k = 10;
   std::string host = "127.0.0.1", api_key;
   int port = 8080;
@@ -120,13 +121,14 @@ int run_cli(int argc, char** argv) {
   eval->add_option("--json", o.json_out, "Also write the figures to this JSON file");
   eval->add_option("--split", o.split, "Which split to evaluate (default: test)")
       ->check(CLI::IsMember({"train", "val", "test"}));
-  eval->add_option("--zero-shot-template", o.zero_shot_template,
+  eval->add_option("--zero-shot-template", o.zero_shot_templates,
                    "Class prompt for zero-shot accuracy where the manifest has labels; {} is "
-                   "the class (default: 'a photo of a {}')");
+                   "the class (default: 'a photo of a {}'). Repeat it for a prompt ensemble: "
+                   "each class is the mean of its prompts' embeddings");
   add_threads(eval, o);
   eval->callback([&] {
     action = [&o] {
-      run_eval({o.model_dir, o.manifest, o.json_out, o.split, o.zero_shot_template, o.threads});
+      run_eval({o.model_dir, o.manifest, o.json_out, o.split, o.zero_shot_templates, o.threads});
     };
   });
 

@@ -21,7 +21,8 @@ namespace mms {
 namespace {
 
 int32_t resolve_threads(int threads) {
-  return threads > 0 ? threads : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  return threads > 0 ? threads
+                     : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
 void print_direction(const char* name, const DirectionMetrics& m) {
@@ -100,7 +101,8 @@ void run_eval(const EvalCommand& c) {
   std::vector<std::string> classes;
   std::vector<int32_t> labels;
   for (size_t i = 0; i < gallery.images.size(); ++i) {
-    const std::string& label = gallery.image_labels.empty() ? std::string() : gallery.image_labels[i];
+    const std::string& label =
+        gallery.image_labels.empty() ? std::string() : gallery.image_labels[i];
     if (label.empty()) {
       labels.clear();
       break;
@@ -115,17 +117,30 @@ void run_eval(const EvalCommand& c) {
   print_direction("text->image", m.t2i);
   print_direction("image->text", m.i2t);
   if (!labels.empty() && classes.size() > 1) {
-    std::vector<std::string> prompts;
-    for (const std::string& cls : classes) {
-      std::string p = c.zero_shot_template;
-      const size_t at = p.find("{}");
-      prompts.push_back(at == std::string::npos ? p + " " + cls : p.replace(at, 2, cls));
+    std::vector<std::vector<float>> prompt_sets;
+    nlohmann::json per_template = nlohmann::json::array();
+    for (const std::string& tmpl : c.zero_shot_templates) {
+      std::vector<std::string> prompts;
+      for (const std::string& cls : classes) {
+        std::string p = tmpl;
+        const size_t at = p.find("{}");
+        prompts.push_back(at == std::string::npos ? p + " " + cls : p.replace(at, 2, cls));
+      }
+      prompt_sets.push_back(embedder->embed_texts(prompts));
+      const double acc = zero_shot_accuracy(image_emb, prompt_sets.back(), embedder->dim(), labels);
+      per_template.push_back({{"template", tmpl}, {"acc", acc}});
+      std::printf("zero-shot classification over %zu classes, '%s': %.2f%%\n", classes.size(),
+                  tmpl.c_str(), acc);
     }
-    const double acc = zero_shot_accuracy(image_emb, embedder->embed_texts(prompts), embedder->dim(),
-                                          labels);
+    const double acc = zero_shot_accuracy(image_emb, ensemble_prompts(prompt_sets, embedder->dim()),
+                                          embedder->dim(), labels);
     out["zero_shot_acc"] = acc;
     out["zero_shot_classes"] = classes.size();
-    std::printf("zero-shot classification over %zu classes: %.2f%%\n", classes.size(), acc);
+    if (prompt_sets.size() > 1) {
+      out["zero_shot_templates"] = per_template;
+      std::printf("zero-shot classification, ensemble of %zu templates: %.2f%%\n",
+                  prompt_sets.size(), acc);
+    }
   }
   if (!c.json_out.empty()) {
     std::ofstream f(c.json_out, std::ios::trunc);

@@ -18,7 +18,9 @@ void run_train(const TrainCommand& command);
 
 struct EvalCommand {
   std::string model_dir, manifest, json_out, split = "test";
-  std::string zero_shot_template = "a photo of a {}";
+  // Class prompts for zero-shot accuracy; several form an ensemble (each one's own figure
+  // is reported too).
+  std::vector<std::string> zero_shot_templates = {"a photo of a {}"};
   int threads = 0;
 };
 void run_eval(const EvalCommand& command);

@@ -6,6 +6,20 @@
 
 namespace mms {
 
+std::vector<uint8_t> true_pairs(const std::vector<const TrainSample*>& batch, bool by_label) {
+  const size_t n = batch.size();
+  std::vector<uint8_t> pairs(n * n);
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = 0; j < n; ++j) {
+      const TrainSample& a = *batch[i];
+      const TrainSample& b = *batch[j];
+      pairs[i * n + j] = a.caption == b.caption || a.image == b.image ||
+                         (by_label && !a.label.empty() && a.label == b.label);
+    }
+  }
+  return pairs;
+}
+
 DataPlan::DataPlan(const std::vector<TrainSource>& sources, int64_t batch_size, uint64_t seed)
     : sources_(sources), batch_size_(batch_size), seed_(seed) {
   for (const TrainSource& s : sources_) {

@@ -12,6 +12,7 @@ namespace mms {
 struct TrainSample {
   int32_t image = 0;  // index into the ImageStore
   std::string caption;
+  std::string label;  // the manifest's class label, or empty
 };
 
 struct TrainSource {
@@ -19,6 +20,11 @@ struct TrainSource {
   std::vector<TrainSample> samples;
   int64_t max_per_epoch = 0;  // 0: every sample each epoch
 };
+
+// Which (image i, caption j) of a batch are true pairs, row-major [n * n]: the same caption or
+// the same image in two rows is a true pair, not a negative; so is the same non-empty class
+// label when by_label is set.
+std::vector<uint8_t> true_pairs(const std::vector<const TrainSample*>& batch, bool by_label);
 
 class DataPlan {
  public:

@@ -101,6 +101,23 @@ double zero_shot_accuracy(const std::vector<float>& image_emb, const std::vector
   return 100.0 * static_cast<double>(correct) / static_cast<double>(labels.size());
 }
 
+std::vector<float> ensemble_prompts(const std::vector<std::vector<float>>& prompt_sets,
+                                    int32_t dim) {
+  torch::NoGradGuard no_grad;
+  if (prompt_sets.empty()) throw Error::invalid_argument("prompt ensemble: no templates");
+  const size_t classes = prompt_sets[0].size() / std::max(dim, 1);
+  torch::Tensor sum = torch::zeros({static_cast<int64_t>(classes), dim});
+  for (const std::vector<float>& set : prompt_sets) {
+    if (set.size() != prompt_sets[0].size()) {
+      throw Error::invalid_argument("prompt ensemble: templates differ in their number of classes");
+    }
+    sum += as_matrix(set, dim, classes, "prompt");
+  }
+  sum = torch::nn::functional::normalize(sum, torch::nn::functional::NormalizeFuncOptions().dim(1))
+            .contiguous();
+  return {sum.data_ptr<float>(), sum.data_ptr<float>() + sum.numel()};
+}
+
 std::string retrieval_metrics_to_json(const RetrievalMetrics& m) {
   const nlohmann::json j = {{"t2i", direction_json(m.t2i)},
                             {"i2t", direction_json(m.i2t)},

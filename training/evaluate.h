@@ -33,6 +33,11 @@ RetrievalMetrics retrieval_metrics(const std::vector<float>& image_emb,
 double zero_shot_accuracy(const std::vector<float>& image_emb, const std::vector<float>& prompt_emb,
                           int32_t dim, const std::vector<int32_t>& labels);
 
+// A prompt ensemble, as CLIP's: prompt_sets[t] is template t's [classes, dim] unit rows;
+// returns [classes, dim], each class the mean of its rows over the templates, renormalized.
+std::vector<float> ensemble_prompts(const std::vector<std::vector<float>>& prompt_sets,
+                                    int32_t dim);
+
 // {"t2i": {"r1", "r5", "r10", "median_rank"}, "i2t": {...}, "n_images", "n_texts"}
 std::string retrieval_metrics_to_json(const RetrievalMetrics& metrics);
 

@@ -43,6 +43,9 @@ struct TrainConfig {
   int32_t max_train_tokens = 0;    // cap on caption tokens while training (0: none)
   int32_t loader_threads = 1;      // threads that augment and tokenize batches
   int64_t eval_max_images = 2000;  // validation gallery size cap per data set
+  // Pairs whose manifest "label" is the same class count as true pairs in the loss (as in
+  // UniCL): two Fashion-MNIST coats are not pushed apart because their captions differ.
+  bool label_positives = false;
   AugmentConfig augment;
 };
 

@@ -53,7 +53,6 @@ struct Data {
   std::vector<ValSet> val;
 };
 
-
 Data load_data(const TrainConfig& config, int32_t threads) {
   Data data;
   std::vector<std::string> paths;
@@ -69,7 +68,7 @@ Data load_data(const TrainConfig& config, int32_t threads) {
     std::vector<Pair> val;
     for (Pair& p : read_pairs(source.path)) {
       if (p.split == Split::kTrain)
-        ts.samples.push_back({image_index(p.image), std::move(p.caption)});
+        ts.samples.push_back({image_index(p.image), std::move(p.caption), p.label});
       if (p.split == Split::kVal) val.push_back(std::move(p));
     }
     if (ts.samples.empty()) {
@@ -193,17 +192,13 @@ class Loader {
     }
     batch.ids = torch::full({n, static_cast<int64_t>(width)}, tokenizer_.pad_id(), torch::kLong);
     batch.lengths = torch::empty({n}, torch::kLong);
-    batch.positives = torch::zeros({n, n}, torch::kBool);
+    const std::vector<uint8_t> pairs = true_pairs(samples, config_.label_positives);
+    batch.positives = torch::from_blob(const_cast<uint8_t*>(pairs.data()), {n, n}, torch::kUInt8)
+                          .to(torch::kBool);
     auto id = batch.ids.accessor<int64_t, 2>();
-    auto pos = batch.positives.accessor<bool, 2>();
     for (int64_t i = 0; i < n; ++i) {
       for (size_t c = 0; c < ids[i].size(); ++c) id[i][c] = ids[i][c];
       batch.lengths[i] = static_cast<int64_t>(ids[i].size());
-      for (int64_t j = 0; j < n; ++j) {
-        // The same caption or the same image in two rows is a true pair, not a negative.
-        pos[i][j] =
-            samples[i]->caption == samples[j]->caption || samples[i]->image == samples[j]->image;
-      }
     }
     return batch;
   }
@@ -268,7 +263,8 @@ json evaluate_val(nn::DualEncoder& model, const Data& data, const Tokenizer& tok
         model->config().embed_dim, v.gallery);
     out[v.name] = json::parse(retrieval_metrics_to_json(m));
     // Mean recall (R@1, R@5, R@10 of both directions): R@10 alone saturates on small sets.
-    const double mean_recall = (m.t2i.r1 + m.t2i.r5 + m.t2i.r10 + m.i2t.r1 + m.i2t.r5 + m.i2t.r10) / 6;
+    const double mean_recall =
+        (m.t2i.r1 + m.t2i.r5 + m.t2i.r10 + m.i2t.r1 + m.i2t.r5 + m.i2t.r10) / 6;
     score += mean_recall / static_cast<double>(data.val.size());
   }
   model->train();
@@ -301,8 +297,9 @@ void save_checkpoint(nn::DualEncoder& model, torch::optim::AdamW& optimizer, con
   torch::save(model, (out_dir / (stem + ".model.pt")).string());
   torch::save(optimizer, (out_dir / (stem + ".optim.pt")).string());
   // checkpoint.json names the files; renaming it into place is the commit point.
-  write_file_atomically((out_dir / "checkpoint.json").string(),
-                    json{{"step", ck.step}, {"best_score", ck.best_score}, {"stem", stem}}.dump(2));
+  write_file_atomically(
+      (out_dir / "checkpoint.json").string(),
+      json{{"step", ck.step}, {"best_score", ck.best_score}, {"stem", stem}}.dump(2));
   for (const auto& entry : fs::directory_iterator(out_dir)) {
     const std::string name = entry.path().filename().string();
     if (name.rfind("ckpt-", 0) == 0 && name.rfind(stem + ".", 0) != 0) fs::remove(entry.path());
@@ -474,8 +471,8 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
           << "\n"
           << std::flush;
       if (!options.quiet) {
-        std::fprintf(stderr, "%sepoch %lld: validation score %.2f (mean recall)%s\n", tty ? "\n" : "",
-                     static_cast<long long>(epoch), score,
+        std::fprintf(stderr, "%sepoch %lld: validation score %.2f (mean recall)%s\n",
+                     tty ? "\n" : "", static_cast<long long>(epoch), score,
                      score > ck.best_score ? ", best so far" : "");
       }
       if (score > ck.best_score) {
