@@ -3,34 +3,23 @@
 // and long texts, each the median of several runs.
 //   build/encode_bench [MODEL_DIR=data/models/default] [--threads N]
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "bench_timing.h"
 #include "common/error.h"
 #include "encoders/embedder.h"
 
 namespace {
 
-template <typename F>
-double median_seconds(int repeats, F&& f) {
-  std::vector<double> t;
-  for (int r = 0; r < repeats; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 std::vector<std::string> make_texts(int n, int words, std::mt19937& rng) {
-  static const char* kWords[] = {"a", "red", "cat", "sitting", "on", "the", "blue", "chair",
-                                 "smiling", "face", "with", "heart", "eyes", "flag", "of",
-                                 "green", "tree", "house", "car", "drawing", "icon", "star"};
+  static const char* kWords[] = {"a",    "red",     "cat",     "sitting", "on",   "the",
+                                 "blue", "chair",   "smiling", "face",    "with", "heart",
+                                 "eyes", "flag",    "of",      "green",   "tree", "house",
+                                 "car",  "drawing", "icon",    "star"};
   std::uniform_int_distribution<int> pick(0, 21);
   std::vector<std::string> out(n);
   for (auto& s : out) {
@@ -46,8 +35,10 @@ int main(int argc, char** argv) {
   int threads = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else model = a;
+    if (a == "--threads" && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else
+      model = a;
   }
   try {
     if (threads > 0) mms::set_compute_threads(threads);
@@ -59,13 +50,14 @@ int main(int argc, char** argv) {
     std::vector<float> pixels(n_images * 3 * s * s);
     for (float& p : pixels) p = unit(rng);
     embedder->embed_pixels(pixels.data(), 64);  // warm-up
-    const double t_img = median_seconds(3, [&] { embedder->embed_pixels(pixels.data(), n_images); });
+    const double t_img =
+        mms::bench::median_seconds(3, [&] { embedder->embed_pixels(pixels.data(), n_images); });
     std::printf("model %s (%dx%d input, %d-d)\n", model.c_str(), (int)s, (int)s, embedder->dim());
     std::printf("images/s (embed only, batches of 64): %.1f\n", n_images / t_img);
     for (int words : {12, 60, 1000}) {
       const int n = words >= 1000 ? 8 : 256;
       const auto texts = make_texts(n, words, rng);
-      const double t = median_seconds(3, [&] { embedder->embed_texts(texts); });
+      const double t = mms::bench::median_seconds(3, [&] { embedder->embed_texts(texts); });
       std::printf("texts/s at %d words (tokenize + embed): %.1f\n", words, n / t);
     }
   } catch (const mms::Error& e) {

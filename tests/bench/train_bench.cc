@@ -9,34 +9,16 @@
 //                     [--steps N] [--set key=value ...]
 #include <torch/torch.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "bench_timing.h"
 #include "common/error.h"
 #include "encoders/nn/dual_encoder.h"
 #include "training/train_config.h"
-
-namespace {
-
-template <typename F>
-double median_seconds(int repeats, F&& f) {
-  f();  // warm-up: first-call allocations and kernel selection
-  std::vector<double> t;
-  for (int r = 0; r < repeats; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   std::string config_path = "training/configs/default.json";
@@ -92,9 +74,9 @@ int main(int argc, char** argv) {
           .backward();
       optimizer.step();
     };
-    const double t_image = median_seconds(steps, image_only);
-    const double t_text = median_seconds(steps, text_padded);
-    const double t_step = median_seconds(steps, whole_step);
+    const double t_image = mms::bench::median_seconds(steps, image_only, /*warmup=*/1);
+    const double t_text = mms::bench::median_seconds(steps, text_padded, /*warmup=*/1);
+    const double t_step = mms::bench::median_seconds(steps, whole_step, /*warmup=*/1);
 
     int64_t params = 0;
     for (const torch::Tensor& p : model->parameters()) params += p.numel();
