@@ -117,6 +117,9 @@ void run_eval(const EvalCommand& c) {
   print_direction("text->image", m.t2i);
   print_direction("image->text", m.i2t);
   if (!labels.empty() && classes.size() > 1) {
+    if (c.zero_shot_templates.empty()) {
+      throw Error::invalid_argument("eval: zero-shot accuracy needs at least one template");
+    }
     std::vector<std::vector<float>> prompt_sets;
     nlohmann::json per_template = nlohmann::json::array();
     for (const std::string& tmpl : c.zero_shot_templates) {
@@ -132,11 +135,12 @@ void run_eval(const EvalCommand& c) {
       std::printf("zero-shot classification over %zu classes, '%s': %.2f%%\n", classes.size(),
                   tmpl.c_str(), acc);
     }
-    const double acc = zero_shot_accuracy(image_emb, ensemble_prompts(prompt_sets, embedder->dim()),
-                                          embedder->dim(), labels);
-    out["zero_shot_acc"] = acc;
     out["zero_shot_classes"] = classes.size();
+    out["zero_shot_acc"] = per_template[0]["acc"];
     if (prompt_sets.size() > 1) {
+      const double acc = zero_shot_accuracy(
+          image_emb, ensemble_prompts(prompt_sets, embedder->dim()), embedder->dim(), labels);
+      out["zero_shot_acc"] = acc;
       out["zero_shot_templates"] = per_template;
       std::printf("zero-shot classification, ensemble of %zu templates: %.2f%%\n",
                   prompt_sets.size(), acc);

@@ -192,9 +192,8 @@ class Loader {
     }
     batch.ids = torch::full({n, static_cast<int64_t>(width)}, tokenizer_.pad_id(), torch::kLong);
     batch.lengths = torch::empty({n}, torch::kLong);
-    const std::vector<uint8_t> pairs = true_pairs(samples, config_.label_positives);
-    batch.positives = torch::from_blob(const_cast<uint8_t*>(pairs.data()), {n, n}, torch::kUInt8)
-                          .to(torch::kBool);
+    std::vector<uint8_t> pairs = true_pairs(samples, config_.label_positives);
+    batch.positives = torch::from_blob(pairs.data(), {n, n}, torch::kUInt8).to(torch::kBool);
     auto id = batch.ids.accessor<int64_t, 2>();
     for (int64_t i = 0; i < n; ++i) {
       for (size_t c = 0; c < ids[i].size(); ++c) id[i][c] = ids[i][c];

@@ -49,9 +49,8 @@ int main(int argc, char** argv) {
     const int64_t n_images = 256;
     std::vector<float> pixels(n_images * 3 * s * s);
     for (float& p : pixels) p = unit(rng);
-    embedder->embed_pixels(pixels.data(), 64);  // warm-up
-    const double t_img =
-        mms::bench::median_seconds(3, [&] { embedder->embed_pixels(pixels.data(), n_images); });
+    const double t_img = mms::bench::median_seconds(
+        3, [&] { embedder->embed_pixels(pixels.data(), n_images); }, /*warmup=*/1);
     std::printf("model %s (%dx%d input, %d-d)\n", model.c_str(), (int)s, (int)s, embedder->dim());
     std::printf("images/s (embed only, batches of 64): %.1f\n", n_images / t_img);
     for (int words : {12, 60, 1000}) {

@@ -1,5 +1,6 @@
 // Benchmark: training throughput of a train config's model on this machine, and where a
-// step's time goes. On synthetic batches (uniform pixels, random caption-length token ids)
+// step's time goes. On synthetic batches (uniform pixels; random token ids, lengths uniform
+// in 3..N with one text of N, padded to N as the trainer pads to a batch's longest caption)
 // it times, each the median of several steps after a warm-up:
 //   image tower forward + backward, text tower forward + backward, and a whole optimizer
 //   step (both towers, the contrastive loss, backward, AdamW),
@@ -9,6 +10,7 @@
 //                     [--steps N] [--set key=value ...]
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -17,6 +19,7 @@
 
 #include "bench_timing.h"
 #include "common/error.h"
+#include "encoders/embedder.h"
 #include "encoders/nn/dual_encoder.h"
 #include "training/train_config.h"
 
@@ -38,7 +41,7 @@ int main(int argc, char** argv) {
       config_path = a;
   }
   try {
-    if (threads > 0) torch::set_num_threads(threads);
+    if (threads > 0) mms::set_compute_threads(threads);
     const mms::TrainConfig config = mms::load_train_config(config_path, overrides);
     torch::manual_seed(1);
     mms::nn::DualEncoder model(config.model);
@@ -46,7 +49,7 @@ int main(int argc, char** argv) {
     const int64_t b = config.batch_size, s = config.model.image.image_size;
     const int64_t n = std::max(tokens, 3);
     const torch::Tensor pixels = torch::rand({b, 3, s, s});
-    torch::Tensor ids = torch::randint(4, config.model.text.vocab_size, {b, n}, torch::kLong);
+    const torch::Tensor ids = torch::randint(4, config.model.text.vocab_size, {b, n}, torch::kLong);
     torch::Tensor lengths = torch::randint(3, n + 1, {b}, torch::kLong);
     lengths[0] = n;
     const torch::Tensor positives = torch::eye(b, torch::kBool);
