@@ -138,14 +138,20 @@ TEST(TruePairs, SameCaptionOrImageIsAPairAndLabelsCountWhenAsked) {
   }
 }
 
-TEST(TrainConfig, LabelPositivesIsReadWrittenAndOffByDefault) {
+TEST(TrainConfig, BatchSwitchesAreReadWrittenAndOffByDefault) {
   const std::string base =
       R"({"tokenizer": "t.model", "data": [{"name": "x", "path": "x.jsonl"}]})";
-  EXPECT_FALSE(mms::parse_train_config(base, "cfg", {}).label_positives);
-  const mms::TrainConfig on = mms::parse_train_config(base, "cfg", {"train.label_positives=true"});
+  const mms::TrainConfig off = mms::parse_train_config(base, "cfg", {});
+  EXPECT_FALSE(off.label_positives);
+  EXPECT_FALSE(off.batch_by_source);
+  const mms::TrainConfig on = mms::parse_train_config(
+      base, "cfg", {"train.label_positives=true", "train.batch_by_source=true"});
   EXPECT_TRUE(on.label_positives);
-  EXPECT_TRUE(
-      mms::parse_train_config(mms::train_config_to_json(on), "round trip", {}).label_positives);
+  EXPECT_TRUE(on.batch_by_source);
+  const mms::TrainConfig back =
+      mms::parse_train_config(mms::train_config_to_json(on), "round trip", {});
+  EXPECT_TRUE(back.label_positives);
+  EXPECT_TRUE(back.batch_by_source);
 }
 
 }  // namespace

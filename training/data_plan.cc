@@ -20,8 +20,9 @@ std::vector<uint8_t> true_pairs(const std::vector<const TrainSample*>& batch, bo
   return pairs;
 }
 
-DataPlan::DataPlan(const std::vector<TrainSource>& sources, int64_t batch_size, uint64_t seed)
-    : sources_(sources), batch_size_(batch_size), seed_(seed) {
+DataPlan::DataPlan(const std::vector<TrainSource>& sources, int64_t batch_size, uint64_t seed,
+                   bool by_source)
+    : sources_(sources), batch_size_(batch_size), seed_(seed), by_source_(by_source) {
   for (const TrainSource& s : sources_) {
     const int64_t n = static_cast<int64_t>(s.samples.size());
     samples_per_epoch_ += s.max_per_epoch > 0 ? std::min(n, s.max_per_epoch) : n;
@@ -31,15 +32,31 @@ DataPlan::DataPlan(const std::vector<TrainSource>& sources, int64_t batch_size, 
 void DataPlan::build_epoch(int64_t epoch) {
   std::mt19937_64 rng(seed_ ^ (0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(epoch + 1)));
   order_.clear();
+  const size_t bs = static_cast<size_t>(batch_size_);
+  std::vector<std::vector<const TrainSample*>> batches;  // whole one-source batches
+  std::vector<const TrainSample*> rest;                  // everything else, mixed
   for (const TrainSource& s : sources_) {
     std::vector<size_t> idx(s.samples.size());
     std::iota(idx.begin(), idx.end(), 0);
     std::shuffle(idx.begin(), idx.end(), rng);
     size_t take = idx.size();
     if (s.max_per_epoch > 0) take = std::min<size_t>(take, static_cast<size_t>(s.max_per_epoch));
-    for (size_t i = 0; i < take; ++i) order_.push_back(&s.samples[idx[i]]);
+    const size_t whole = by_source_ ? take - take % bs : 0;
+    for (size_t i = 0; i < take; ++i) {
+      if (i < whole && i % bs == 0) batches.emplace_back();
+      (i < whole ? batches.back() : rest).push_back(&s.samples[idx[i]]);
+    }
   }
-  std::shuffle(order_.begin(), order_.end(), rng);
+  std::shuffle(rest.begin(), rest.end(), rng);
+  if (!by_source_) {
+    order_ = std::move(rest);
+  } else {
+    for (size_t start = 0; start + bs <= rest.size(); start += bs) {
+      batches.emplace_back(rest.begin() + start, rest.begin() + start + bs);
+    }
+    std::shuffle(batches.begin(), batches.end(), rng);
+    for (const auto& batch : batches) order_.insert(order_.end(), batch.begin(), batch.end());
+  }
   cached_epoch_ = epoch;
 }
 

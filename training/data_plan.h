@@ -28,7 +28,12 @@ std::vector<uint8_t> true_pairs(const std::vector<const TrainSample*>& batch, bo
 
 class DataPlan {
  public:
-  DataPlan(const std::vector<TrainSource>& sources, int64_t batch_size, uint64_t seed);
+  // With by_source, every full batch draws from one source (the few samples left over when a
+  // source's epoch share does not divide into batches are pooled into mixed batches), so an
+  // Open Clip Art pair is told apart from other clip art rather than from Fashion-MNIST
+  // photos; otherwise batches mix all sources uniformly.
+  DataPlan(const std::vector<TrainSource>& sources, int64_t batch_size, uint64_t seed,
+           bool by_source = false);
 
   int64_t samples_per_epoch() const { return samples_per_epoch_; }
   int64_t batches_per_epoch() const { return samples_per_epoch_ / batch_size_; }
@@ -43,6 +48,7 @@ class DataPlan {
   const std::vector<TrainSource>& sources_;
   int64_t batch_size_;
   uint64_t seed_;
+  bool by_source_;
   int64_t samples_per_epoch_ = 0;
   int64_t cached_epoch_ = -1;
   std::vector<const TrainSample*> order_;

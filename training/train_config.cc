@@ -82,7 +82,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
       reject_unknown(t,
                      {"epochs", "batch_size", "accum_steps", "lr", "min_lr_ratio", "weight_decay",
                       "warmup_steps", "grad_clip", "seed", "checkpoint_every", "max_train_tokens",
-                      "loader_threads", "eval_max_images", "label_positives"},
+                      "loader_threads", "eval_max_images", "label_positives", "batch_by_source"},
                      "train.", name);
       read(t, "epochs", c.epochs);
       read(t, "batch_size", c.batch_size);
@@ -98,6 +98,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
       read(t, "loader_threads", c.loader_threads);
       read(t, "eval_max_images", c.eval_max_images);
       read(t, "label_positives", c.label_positives);
+      read(t, "batch_by_source", c.batch_by_source);
     }
     if (j.contains("augment")) {
       const json& a = j.at("augment");
@@ -155,7 +156,8 @@ std::string train_config_to_json(const TrainConfig& c) {
         {"max_train_tokens", c.max_train_tokens},
         {"loader_threads", c.loader_threads},
         {"eval_max_images", c.eval_max_images},
-        {"label_positives", c.label_positives}}},
+        {"label_positives", c.label_positives},
+        {"batch_by_source", c.batch_by_source}}},
       {"augment",
        {{"crop_scale_min", c.augment.crop_scale_min},
         {"crop_ratio", c.augment.crop_ratio},

@@ -46,6 +46,9 @@ struct TrainConfig {
   // Pairs whose manifest "label" is the same class count as true pairs in the loss (as in
   // UniCL): two Fashion-MNIST coats are not pushed apart because their captions differ.
   bool label_positives = false;
+  // Each batch draws from one data source (see DataPlan): in-domain negatives are the hard
+  // ones, and short-caption batches are not padded to Open Clip Art's long captions.
+  bool batch_by_source = false;
   AugmentConfig augment;
 };
 

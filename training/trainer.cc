@@ -154,7 +154,7 @@ class Loader {
 
   void run() {
     try {
-      DataPlan plan(data_.sources, config_.batch_size, config_.seed);
+      DataPlan plan(data_.sources, config_.batch_size, config_.seed, config_.batch_by_source);
       for (int64_t b = next_; b < last_; ++b) {
         Batch batch = build(plan, b);
         std::unique_lock<std::mutex> lock(mutex_);
