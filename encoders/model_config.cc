@@ -53,10 +53,13 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                    "", name);
     if (j.contains("image")) {
       const json& im = j.at("image");
-      reject_unknown(im, {"image_size", "stem_channels", "width", "depth", "heads", "mean", "std"},
-                     "image.", name);
+      reject_unknown(
+          im,
+          {"image_size", "stem_channels", "stem_norm", "width", "depth", "heads", "mean", "std"},
+          "image.", name);
       read(im, "image_size", c.image.image_size);
       read(im, "stem_channels", c.image.stem_channels);
+      read(im, "stem_norm", c.image.stem_norm);
       read(im, "width", c.image.width);
       read(im, "depth", c.image.depth);
       read(im, "heads", c.image.heads);
@@ -109,6 +112,17 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                                   "': image.stem_channels must be non-empty and image.mean / "
                                   "image.std must have 3 values");
   }
+  if (c.image.stem_norm != "batch" && c.image.stem_norm != "group") {
+    throw Error::invalid_argument("model config '" + name + "': image.stem_norm is '" +
+                                  c.image.stem_norm + "'; it must be \"batch\" or \"group\"");
+  }
+  for (int32_t channels : c.image.stem_channels) {
+    if (c.image.stem_norm == "group" && channels % 8) {
+      throw Error::invalid_argument("model config '" + name +
+                                    "': image.stem_norm \"group\" needs stem_channels that are "
+                                    "multiples of 8 (its 8 groups)");
+    }
+  }
   return c;
 }
 
@@ -126,6 +140,7 @@ std::string model_config_to_json(const ModelConfig& c) {
       {"image",
        {{"image_size", c.image.image_size},
         {"stem_channels", c.image.stem_channels},
+        {"stem_norm", c.image.stem_norm},
         {"width", c.image.width},
         {"depth", c.image.depth},
         {"heads", c.image.heads},

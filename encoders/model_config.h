@@ -15,6 +15,9 @@ struct ImageTowerConfig {
   int32_t width = 192;                              // transformer width
   int32_t depth = 4;
   int32_t heads = 3;
+  // The stem's normalization: "batch" (BatchNorm, the shipped model's) or "group" (GroupNorm,
+  // 8 groups: an image's features never depend on which other images share its batch).
+  std::string stem_norm = "batch";
   std::vector<float> mean{0.5f, 0.5f, 0.5f};  // per-channel input normalization (0..1 input)
   std::vector<float> std{0.25f, 0.25f, 0.25f};
 };

@@ -162,3 +162,49 @@ TEST(ImageEncoder, GradientsAreExactAndRepeatable) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ImageEncoder, AGroupNormStemDoesNotDependOnTheBatch) {
+  // In training mode a BatchNorm stem normalizes by the batch's statistics, so an image's
+  // embedding depends on its batch mates; a GroupNorm stem's does not.
+  auto pixels = torch::rand({4, 3, 32, 32});
+  for (const std::string norm : {"batch", "group"}) {
+    ModelConfig c = tiny_config();
+    c.image.stem_norm = norm;
+    torch::manual_seed(8);
+    DualEncoder model(c);
+    model->train();
+    const torch::Tensor together = model->encode_images(pixels).select(0, 0);
+    const torch::Tensor with_others =
+        model->encode_images(torch::cat({pixels.narrow(0, 0, 1), torch::rand({3, 3, 32, 32})}))
+            .select(0, 0);
+    const double diff = (together - with_others).abs().max().item<double>();
+    if (norm == "group") {
+      EXPECT_LT(diff, 1e-5);
+    } else {
+      EXPECT_GT(diff, 1e-3);
+    }
+  }
+}
+
+TEST(ModelConfig, StemNormIsCheckedAndWrittenBack) {
+  const std::string base = R"({"image": {"stem_channels": [16, 32]}, "text": {"vocab_size": 50}})";
+  EXPECT_EQ(mms::parse_model_config(base, "c").image.stem_norm, "batch");
+  ModelConfig g = tiny_config();
+  g.image.stem_norm = "group";
+  EXPECT_EQ(mms::parse_model_config(mms::model_config_to_json(g), "c").image.stem_norm, "group");
+  for (const std::string bad :
+       {R"({"image": {"stem_norm": "layer"}})",
+        R"({"image": {"stem_norm": "group", "stem_channels": [12, 32]}})"}) {
+    try {
+      mms::parse_model_config(bad, "cfg.json");
+      FAIL() << "accepted " << bad;
+    } catch (const mms::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("stem_norm"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cfg.json"), std::string::npos) << e.what();
+    }
+  }
+}
+
+}  // namespace

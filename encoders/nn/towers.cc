@@ -17,24 +17,31 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos,
   return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
 }
 
-// One stride-2 stage of the image stem followed by a residual 3x3 conv.
+// One stride-2 stage of the image stem followed by a residual 3x3 conv. Its norms are
+// BatchNorm ("bn1", "bn2") or GroupNorm with 8 groups ("gn1", "gn2").
 class StemStageImpl : public torch::nn::Module {
  public:
-  StemStageImpl(int64_t in, int64_t out) {
+  StemStageImpl(int64_t in, int64_t out, bool group_norm) {
     using namespace torch::nn;
-    down_ = register_module("down", Conv2d(Conv2dOptions(in, out, 3).stride(2).padding(1).bias(false)));
-    bn1_ = register_module("bn1", BatchNorm2d(out));
+    down_ =
+        register_module("down", Conv2d(Conv2dOptions(in, out, 3).stride(2).padding(1).bias(false)));
     conv_ = register_module("conv", Conv2d(Conv2dOptions(out, out, 3).padding(1).bias(false)));
-    bn2_ = register_module("bn2", BatchNorm2d(out));
+    if (group_norm) {
+      norm1_ = AnyModule(register_module("gn1", GroupNorm(GroupNormOptions(8, out))));
+      norm2_ = AnyModule(register_module("gn2", GroupNorm(GroupNormOptions(8, out))));
+    } else {
+      norm1_ = AnyModule(register_module("bn1", BatchNorm2d(out)));
+      norm2_ = AnyModule(register_module("bn2", BatchNorm2d(out)));
+    }
   }
   torch::Tensor forward(torch::Tensor x) {
-    x = torch::gelu(bn1_(down_(x)));
-    return x + torch::gelu(bn2_(conv_(x)));
+    x = torch::gelu(norm1_.forward(down_(x)));
+    return x + torch::gelu(norm2_.forward(conv_(x)));
   }
 
  private:
   torch::nn::Conv2d down_{nullptr}, conv_{nullptr};
-  torch::nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr};
+  torch::nn::AnyModule norm1_, norm2_;
 };
 TORCH_MODULE(StemStage);
 
@@ -80,7 +87,8 @@ torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x, const torch:
   const int64_t batch = x.size(0), n = x.size(1), width = x.size(2);
   const int64_t head_dim = width / heads_;
   // [B, N, 3, H, hd] -> three [B, H, N, hd]
-  torch::Tensor qkv = qkv_(norm1_(x)).view({batch, n, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
+  torch::Tensor qkv =
+      qkv_(norm1_(x)).view({batch, n, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
   torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   if (rope_cos.defined()) {
     q = apply_rotary(q, rope_cos, rope_sin);
@@ -101,7 +109,7 @@ ImageEncoderImpl::ImageEncoderImpl(const ImageTowerConfig& c, int64_t embed_dim,
   stem_ = register_module("stem", Sequential());
   int64_t channels = 3, side = c.image_size;
   for (int32_t out : c.stem_channels) {
-    stem_->push_back(StemStage(channels, out));
+    stem_->push_back(StemStage(channels, out, c.stem_norm == "group"));
     channels = out;
     side = (side + 1) / 2;
   }
@@ -109,14 +117,15 @@ ImageEncoderImpl::ImageEncoderImpl(const ImageTowerConfig& c, int64_t embed_dim,
   cls_ = register_parameter("cls", torch::randn({1, 1, c.width}) * 0.02);
   pos_ = register_parameter("pos", torch::randn({1, side * side, c.width}) * 0.02);
   blocks_ = register_module("blocks", ModuleList());
-  for (int32_t i = 0; i < c.depth; ++i) blocks_->push_back(TransformerBlock(c.width, c.heads, mlp_ratio));
+  for (int32_t i = 0; i < c.depth; ++i)
+    blocks_->push_back(TransformerBlock(c.width, c.heads, mlp_ratio));
   norm_ = register_module("norm", LayerNorm(LayerNormOptions({c.width})));
   proj_ = register_module("proj", Linear(LinearOptions(c.width, embed_dim).bias(false)));
 }
 
 torch::Tensor ImageEncoderImpl::forward(const torch::Tensor& pixels) {
   torch::Tensor x = ContiguousGrad::apply(stem_->forward((pixels - mean_) / std_));  // [B, C, g, g]
-  x = to_tokens_(x.flatten(2).transpose(1, 2)) + pos_;        // [B, g*g, width]
+  x = to_tokens_(x.flatten(2).transpose(1, 2)) + pos_;  // [B, g*g, width]
   x = torch::cat({cls_.expand({x.size(0), 1, x.size(2)}), x}, 1);
   for (const auto& block : *blocks_) {
     x = block->as<TransformerBlock>()->forward(x, {}, 0, {}, {});
@@ -129,7 +138,8 @@ TextEncoderImpl::TextEncoderImpl(const TextTowerConfig& c, int64_t embed_dim, in
   using namespace torch::nn;
   embed_ = register_module("embed", Embedding(c.vocab_size, c.width));
   blocks_ = register_module("blocks", ModuleList());
-  for (int32_t i = 0; i < c.depth; ++i) blocks_->push_back(TransformerBlock(c.width, c.heads, mlp_ratio));
+  for (int32_t i = 0; i < c.depth; ++i)
+    blocks_->push_back(TransformerBlock(c.width, c.heads, mlp_ratio));
   norm_ = register_module("norm", LayerNorm(LayerNormOptions({c.width})));
   proj_ = register_module("proj", Linear(LinearOptions(c.width, embed_dim).bias(false)));
   torch::nn::init::normal_(embed_->weight, 0.0, 0.02);
