@@ -48,7 +48,7 @@ struct Options {
   std::string target = "images", file;
   SearchCommand search;
   std::string split = "test";
-  std::vector<std::string> zero_shot_templates = {"a photo of a {}"};
+  std::vector<std::string> zero_shot_templates = {"a photo of {}"};
   int k = 10;
   std::string host = "127.0.0.1", api_key;
   int port = 8080;
@@ -123,7 +123,8 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::IsMember({"train", "val", "test"}));
   eval->add_option("--zero-shot-template", o.zero_shot_templates,
                    "Class prompt for zero-shot accuracy where the manifest has labels; {} is "
-                   "the class (default: 'a photo of a {}'). Repeat it for a prompt ensemble: "
+                   "the class (default: 'a photo of {}', as labels carry their article: 'a coat'). "
+                   "Repeat it for a prompt ensemble: "
                    "each class is the mean of its prompts' embeddings");
   add_threads(eval, o);
   eval->callback([&] {

@@ -98,25 +98,13 @@ void run_eval(const EvalCommand& c) {
   nlohmann::json out = nlohmann::json::parse(retrieval_metrics_to_json(m));
 
   // Zero-shot classification where the manifest carries class labels.
-  std::vector<std::string> classes;
-  std::vector<int32_t> labels;
-  for (size_t i = 0; i < gallery.images.size(); ++i) {
-    const std::string& label =
-        gallery.image_labels.empty() ? std::string() : gallery.image_labels[i];
-    if (label.empty()) {
-      labels.clear();
-      break;
-    }
-    auto it = std::find(classes.begin(), classes.end(), label);
-    if (it == classes.end()) it = classes.insert(classes.end(), label);
-    labels.push_back(static_cast<int32_t>(it - classes.begin()));
-  }
+  const ZeroShotTask task = zero_shot_task(gallery);
   std::printf("%s split of %s: %lld images, %lld texts\n", c.split.c_str(), c.manifest.c_str(),
               static_cast<long long>(m.n_images), static_cast<long long>(m.n_texts));
   std::printf("%-12s %6s %6s %6s %8s\n", "", "R@1", "R@5", "R@10", "med.rank");
   print_direction("text->image", m.t2i);
   print_direction("image->text", m.i2t);
-  if (!labels.empty() && classes.size() > 1) {
+  if (!task.classes.empty()) {
     if (c.zero_shot_templates.empty()) {
       throw Error::invalid_argument("eval: zero-shot accuracy needs at least one template");
     }
@@ -124,22 +112,19 @@ void run_eval(const EvalCommand& c) {
     nlohmann::json per_template = nlohmann::json::array();
     for (const std::string& tmpl : c.zero_shot_templates) {
       std::vector<std::string> prompts;
-      for (const std::string& cls : classes) {
-        std::string p = tmpl;
-        const size_t at = p.find("{}");
-        prompts.push_back(at == std::string::npos ? p + " " + cls : p.replace(at, 2, cls));
-      }
+      for (const std::string& cls : task.classes) prompts.push_back(zero_shot_prompt(tmpl, cls));
       prompt_sets.push_back(embedder->embed_texts(prompts));
-      const double acc = zero_shot_accuracy(image_emb, prompt_sets.back(), embedder->dim(), labels);
+      const double acc =
+          zero_shot_accuracy(image_emb, prompt_sets.back(), embedder->dim(), task.labels);
       per_template.push_back({{"template", tmpl}, {"acc", acc}});
-      std::printf("zero-shot classification over %zu classes, '%s': %.2f%%\n", classes.size(),
+      std::printf("zero-shot classification over %zu classes, '%s': %.2f%%\n", task.classes.size(),
                   tmpl.c_str(), acc);
     }
-    out["zero_shot_classes"] = classes.size();
+    out["zero_shot_classes"] = task.classes.size();
     out["zero_shot_acc"] = per_template[0]["acc"];
     if (prompt_sets.size() > 1) {
       const double acc = zero_shot_accuracy(
-          image_emb, ensemble_prompts(prompt_sets, embedder->dim()), embedder->dim(), labels);
+          image_emb, ensemble_prompts(prompt_sets, embedder->dim()), embedder->dim(), task.labels);
       out["zero_shot_acc"] = acc;
       out["zero_shot_templates"] = per_template;
       std::printf("zero-shot classification, ensemble of %zu templates: %.2f%%\n",

@@ -102,6 +102,39 @@ TEST(ZeroShot, TemplatesWithDifferentClassCountsAreRefused) {
   EXPECT_THROW(mms::ensemble_prompts({}, 2), mms::Error);
 }
 
+Pair labelled(const std::string& image, const std::string& caption, const std::string& label) {
+  Pair p = pair(image, caption);
+  p.label = label;
+  return p;
+}
+
+TEST(ZeroShot, ALabelledGalleryPosesItsClassesInFirstSeenOrder) {
+  const mms::Gallery g = mms::make_gallery(
+      {labelled("1.png", "a boot", "an ankle boot"), labelled("2.png", "a top", "a t-shirt"),
+       labelled("3.png", "a tee", "a t-shirt"), labelled("1.png", "a shoe", "an ankle boot")},
+      Split::kTest);
+  const mms::ZeroShotTask task = mms::zero_shot_task(g);
+  ASSERT_EQ(g.images.size(), 3u);
+  EXPECT_EQ(task.classes, (std::vector<std::string>{"an ankle boot", "a t-shirt"}));
+  EXPECT_EQ(task.labels, (std::vector<int32_t>{0, 1, 1}));
+
+  // One unlabelled image, or a single class, poses no task.
+  EXPECT_TRUE(mms::zero_shot_task(
+                  mms::make_gallery({labelled("1.png", "a boot", "a boot"), pair("2.png", "a top")},
+                                    Split::kTest))
+                  .classes.empty());
+  EXPECT_TRUE(mms::zero_shot_task(mms::make_gallery({labelled("1.png", "a boot", "a boot"),
+                                                     labelled("2.png", "boots", "a boot")},
+                                                    Split::kTest))
+                  .labels.empty());
+}
+
+TEST(ZeroShot, PromptsFillTheTemplateOrAppendTheClass) {
+  EXPECT_EQ(mms::zero_shot_prompt("a photo of {}", "a coat"), "a photo of a coat");
+  EXPECT_EQ(mms::zero_shot_prompt("{}, in black and white", "a bag"), "a bag, in black and white");
+  EXPECT_EQ(mms::zero_shot_prompt("clothing:", "a dress"), "clothing: a dress");
+}
+
 TEST(TruePairs, SameCaptionOrImageIsAPairAndLabelsCountWhenAsked) {
   const mms::TrainSample coat1{0, "a photo of a coat", "a coat"};
   const mms::TrainSample coat2{1, "a product photo of a jacket-like coat", "a coat"};

@@ -3,12 +3,12 @@
 // as one that ran straight through.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <unistd.h>
 
 #include "common/error.h"
 #include "encoders/image_io.h"
@@ -60,10 +60,16 @@ class TrainerTest : public ::testing::Test {
           std::ofstream(dir_ / name, std::ios::binary)
               .write(reinterpret_cast<const char*>(jpeg.data()), jpeg.size());
           const char* split = k < 5 ? "train" : "val";
-          manifest << nlohmann::json{{"image", name}, {"caption", caption}, {"split", split}}.dump()
+          // The colour is the class label: validation also reports zero-shot accuracy.
+          manifest << nlohmann::json{{"image", name},
+                                     {"caption", caption},
+                                     {"split", split},
+                                     {"label", kColors[c]}}
+                          .dump()
                    << "\n";
         }
-        for (int k = 0; k < 20; ++k) corpus << caption << "\nthe " << kShapes[s] << " is " << kColors[c] << "\n";
+        for (int k = 0; k < 20; ++k)
+          corpus << caption << "\nthe " << kShapes[s] << " is " << kColors[c] << "\n";
       }
     }
     manifest.close();
@@ -96,7 +102,9 @@ class TrainerTest : public ::testing::Test {
     config_.checkpoint_every = 4;
     config_.augment.jitter = 0.05f;
   }
-  void TearDown() override { if (!getenv("KEEP")) fs::remove_all(dir_); }
+  void TearDown() override {
+    if (!getenv("KEEP")) fs::remove_all(dir_);
+  }
 
   mms::nn::DualEncoder load_last_checkpoint(const fs::path& run) {
     std::ifstream in(run / "checkpoint.json");
@@ -125,6 +133,8 @@ TEST_F(TrainerTest, RecallRisesFarAboveChanceWithinSeconds) {
   EXPECT_GE(val.at("i2t").at("r1").get<double>(), 25.0) << val.dump();
   EXPECT_GE(val.at("t2i").at("r5").get<double>(), 80.0) << val.dump();
   EXPECT_GE(val.at("i2t").at("r5").get<double>(), 80.0) << val.dump();
+  // Zero-shot by colour over 4 classes ("a photo of red", ...): chance is 25%.
+  EXPECT_GE(val.at("zero_shot_acc").get<double>(), 50.0) << val.dump();
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.model"}) {
     EXPECT_TRUE(fs::exists(dir_ / "run/model" / f)) << f;
   }

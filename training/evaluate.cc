@@ -88,6 +88,25 @@ RetrievalMetrics retrieval_metrics(const std::vector<float>& image_emb,
   return m;
 }
 
+ZeroShotTask zero_shot_task(const Gallery& gallery) {
+  ZeroShotTask task;
+  if (gallery.image_labels.size() != gallery.images.size()) return task;
+  for (const std::string& label : gallery.image_labels) {
+    if (label.empty()) return {};
+    auto it = std::find(task.classes.begin(), task.classes.end(), label);
+    if (it == task.classes.end()) it = task.classes.insert(task.classes.end(), label);
+    task.labels.push_back(static_cast<int32_t>(it - task.classes.begin()));
+  }
+  if (task.classes.size() < 2) return {};
+  return task;
+}
+
+std::string zero_shot_prompt(const std::string& tmpl, const std::string& cls) {
+  std::string prompt = tmpl;
+  const size_t at = prompt.find("{}");
+  return at == std::string::npos ? prompt + " " + cls : prompt.replace(at, 2, cls);
+}
+
 double zero_shot_accuracy(const std::vector<float>& image_emb, const std::vector<float>& prompt_emb,
                           int32_t dim, const std::vector<int32_t>& labels) {
   torch::NoGradGuard no_grad;

@@ -28,6 +28,19 @@ RetrievalMetrics retrieval_metrics(const std::vector<float>& image_emb,
                                    const std::vector<float>& text_emb, int32_t dim,
                                    const Gallery& gallery);
 
+// The zero-shot task a labelled gallery poses: its classes in first-seen order and each
+// image's class index. Both are empty unless every image has a label and there are two or
+// more classes.
+struct ZeroShotTask {
+  std::vector<std::string> classes;
+  std::vector<int32_t> labels;  // [gallery.images.size()], indices into classes
+};
+ZeroShotTask zero_shot_task(const Gallery& gallery);
+
+// One class's prompt: the template with "{}" replaced by the class name, or the class name
+// appended after a space when the template has no "{}".
+std::string zero_shot_prompt(const std::string& tmpl, const std::string& cls);
+
 // Top-1 accuracy (percent) of classifying each image by its most similar class prompt:
 // image_emb [n, dim], prompt_emb [classes, dim], labels [n] indices into the prompts.
 double zero_shot_accuracy(const std::vector<float>& image_emb, const std::vector<float>& prompt_emb,

@@ -256,11 +256,28 @@ json evaluate_val(nn::DualEncoder& model, const Data& data, const Tokenizer& tok
     for (const std::string& t : v.gallery.texts) ids.push_back(tokenizer.encode(t));
     const torch::Tensor img = nn::encode_images_batched(model, pixels).contiguous();
     const torch::Tensor txt = nn::encode_texts_batched(model, ids, tokenizer.pad_id()).contiguous();
+    const int32_t dim = model->config().embed_dim;
+    const std::vector<float> image_emb(img.data_ptr<float>(), img.data_ptr<float>() + img.numel());
     const RetrievalMetrics m = retrieval_metrics(
-        std::vector<float>(img.data_ptr<float>(), img.data_ptr<float>() + img.numel()),
-        std::vector<float>(txt.data_ptr<float>(), txt.data_ptr<float>() + txt.numel()),
-        model->config().embed_dim, v.gallery);
+        image_emb, std::vector<float>(txt.data_ptr<float>(), txt.data_ptr<float>() + txt.numel()),
+        dim, v.gallery);
     out[v.name] = json::parse(retrieval_metrics_to_json(m));
+    // Labelled sets also report zero-shot accuracy with the prompt `mmsearch eval` uses by
+    // default; it is logged, not part of the score, so a config selects the same epoch as ever.
+    const ZeroShotTask task = zero_shot_task(v.gallery);
+    if (!task.classes.empty()) {
+      std::vector<std::vector<int32_t>> prompt_ids;
+      for (const std::string& cls : task.classes) {
+        prompt_ids.push_back(tokenizer.encode(zero_shot_prompt("a photo of {}", cls)));
+      }
+      const torch::Tensor prompts =
+          nn::encode_texts_batched(model, prompt_ids, tokenizer.pad_id()).contiguous();
+      out[v.name]["zero_shot_acc"] =
+          zero_shot_accuracy(image_emb,
+                             std::vector<float>(prompts.data_ptr<float>(),
+                                                prompts.data_ptr<float>() + prompts.numel()),
+                             dim, task.labels);
+    }
     // Mean recall (R@1, R@5, R@10 of both directions): R@10 alone saturates on small sets.
     const double mean_recall =
         (m.t2i.r1 + m.t2i.r5 + m.t2i.r10 + m.i2t.r1 + m.i2t.r5 + m.i2t.r10) / 6;
