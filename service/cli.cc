@@ -14,6 +14,7 @@
 #include "service/cmd_model.h"
 #include "service/http_server.h"
 #include "tokenizer/tokenizer.h"
+#include "training/evaluate.h"
 
 namespace mms {
 namespace {
@@ -48,7 +49,7 @@ struct Options {
   std::string target = "images", file;
   SearchCommand search;
   std::string split = "test";
-  std::vector<std::string> zero_shot_templates = {"a photo of {}"};
+  std::vector<std::string> zero_shot_templates = {mms::kDefaultZeroShotTemplate};
   int k = 10;
   std::string host = "127.0.0.1", api_key;
   int port = 8080;

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "training/evaluate.h"
+
 namespace mms {
 
 struct TrainCommand {
@@ -20,7 +22,7 @@ struct EvalCommand {
   std::string model_dir, manifest, json_out, split = "test";
   // Class prompts for zero-shot accuracy; several form an ensemble (each one's own figure
   // is reported too).
-  std::vector<std::string> zero_shot_templates = {"a photo of {}"};
+  std::vector<std::string> zero_shot_templates = {mms::kDefaultZeroShotTemplate};
   int threads = 0;
 };
 void run_eval(const EvalCommand& command);

@@ -37,6 +37,10 @@ struct ZeroShotTask {
 };
 ZeroShotTask zero_shot_task(const Gallery& gallery);
 
+// The prompt `mmsearch eval` and training validation use unless told otherwise; labels carry
+// their article ("a coat").
+inline constexpr const char* kDefaultZeroShotTemplate = "a photo of {}";
+
 // One class's prompt: the template with "{}" replaced by the class name, or the class name
 // appended after a space when the template has no "{}".
 std::string zero_shot_prompt(const std::string& tmpl, const std::string& cls);
