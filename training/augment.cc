@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string_view>
+#include <vector>
 
 namespace mms {
 namespace {
@@ -31,7 +33,53 @@ void resample(const uint8_t* src, int32_t side, double x0, double y0, double w, 
   }
 }
 
+std::string_view trim(std::string_view s) {
+  const size_t b = s.find_first_not_of(" \t\n\r");
+  if (b == std::string_view::npos) return {};
+  return s.substr(b, s.find_last_not_of(" \t\n\r") - b + 1);
+}
+
 }  // namespace
+
+std::string augment_caption(const std::string& caption, const AugmentConfig& config,
+                            std::mt19937_64& rng) {
+  static constexpr std::string_view kMarker = "Keywords:";
+  if (config.keyword_drop <= 0 && !config.keyword_shuffle) return caption;
+  const size_t at = caption.rfind(kMarker);
+  if (at == std::string::npos) return caption;
+  const std::string_view text = trim(std::string_view(caption).substr(0, at));
+  std::string_view list = trim(std::string_view(caption).substr(at + kMarker.size()));
+  if (!list.empty() && list.back() == '.') list.remove_suffix(1);
+  std::vector<std::string_view> keywords;
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    const std::string_view k = trim(list.substr(0, comma));
+    if (!k.empty()) keywords.push_back(k);
+    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+  }
+  if (keywords.empty()) return caption;
+
+  std::vector<std::string_view> kept;
+  std::bernoulli_distribution drop(std::clamp(config.keyword_drop, 0.0f, 1.0f));
+  for (std::string_view k : keywords) {
+    if (!drop(rng)) kept.push_back(k);
+  }
+  if (kept.empty() && text.empty()) {
+    kept.push_back(keywords[std::uniform_int_distribution<size_t>(0, keywords.size() - 1)(rng)]);
+  }
+  if (config.keyword_shuffle) std::shuffle(kept.begin(), kept.end(), rng);
+
+  std::string out(text);
+  if (kept.empty()) return out;
+  if (!out.empty()) out += ' ';
+  out += kMarker;
+  for (size_t i = 0; i < kept.size(); ++i) {
+    out += i == 0 ? " " : ", ";
+    out += kept[i];
+  }
+  out += '.';
+  return out;
+}
 
 void augment_image(const uint8_t* src, int32_t side, int32_t out_size, const AugmentConfig& config,
                    std::mt19937_64& rng, float* out) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 
 #include "training/train_config.h"
 
@@ -13,6 +14,15 @@ namespace mms {
 // src: side x side x 3 uint8 (HWC). Writes [3, out_size, out_size] float32 0..1 (CHW) to out.
 void augment_image(const uint8_t* src, int32_t side, int32_t out_size, const AugmentConfig& config,
                    std::mt19937_64& rng, float* out);
+
+// Training-time caption augmentation. Captions of the form "<text> Keywords: a, b, c." (how
+// the emoji and Open Clip Art manifests are written) keep their text; each keyword is left
+// out with probability config.keyword_drop, and the kept ones are shuffled when
+// config.keyword_shuffle is set. When every keyword is dropped the caption is "<text>" alone
+// (or keeps one keyword if there is no text), so it is never empty. Captions without a
+// keyword list come back unchanged.
+std::string augment_caption(const std::string& caption, const AugmentConfig& config,
+                            std::mt19937_64& rng);
 
 // The evaluation view: the whole stored square, resampled to out_size (a copy when equal).
 void plain_image(const uint8_t* src, int32_t side, int32_t out_size, float* out);

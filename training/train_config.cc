@@ -102,11 +102,15 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
     }
     if (j.contains("augment")) {
       const json& a = j.at("augment");
-      reject_unknown(a, {"crop_scale_min", "crop_ratio", "jitter", "hflip"}, "augment.", name);
+      reject_unknown(
+          a, {"crop_scale_min", "crop_ratio", "jitter", "hflip", "keyword_drop", "keyword_shuffle"},
+          "augment.", name);
       read(a, "crop_scale_min", c.augment.crop_scale_min);
       read(a, "crop_ratio", c.augment.crop_ratio);
       read(a, "jitter", c.augment.jitter);
       read(a, "hflip", c.augment.hflip);
+      read(a, "keyword_drop", c.augment.keyword_drop);
+      read(a, "keyword_shuffle", c.augment.keyword_shuffle);
     }
   } catch (const json::exception& e) {
     throw Error::invalid_argument("train config '" + name + "' is not valid: " + e.what());
@@ -120,6 +124,10 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
     throw Error::invalid_argument("train config '" + name +
                                   "': epochs, accum_steps, checkpoint_every and loader_threads "
                                   "must be >= 1, batch_size >= 2 and lr > 0");
+  }
+  if (!(c.augment.keyword_drop >= 0 && c.augment.keyword_drop < 1)) {
+    throw Error::invalid_argument("train config '" + name +
+                                  "': augment.keyword_drop must be in [0, 1)");
   }
   return c;
 }
@@ -162,7 +170,9 @@ std::string train_config_to_json(const TrainConfig& c) {
        {{"crop_scale_min", c.augment.crop_scale_min},
         {"crop_ratio", c.augment.crop_ratio},
         {"jitter", c.augment.jitter},
-        {"hflip", c.augment.hflip}}},
+        {"hflip", c.augment.hflip},
+        {"keyword_drop", c.augment.keyword_drop},
+        {"keyword_shuffle", c.augment.keyword_shuffle}}},
   };
   return j.dump(2) + "\n";
 }

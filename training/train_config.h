@@ -23,6 +23,9 @@ struct AugmentConfig {
   float crop_ratio = 1.33f;     // aspect ratio range [1/r, r]
   float jitter = 0.2f;          // brightness, contrast and saturation factors in 1 +- jitter
   bool hflip = false;           // off by default: flipping breaks "left"/"right" captions
+  // Caption augmentation for "<text> Keywords: a, b, c." captions (see augment_caption).
+  float keyword_drop = 0.0f;     // each keyword is left out with this probability
+  bool keyword_shuffle = false;  // the kept keywords come in a random order
 };
 
 struct TrainConfig {

@@ -183,7 +183,7 @@ class Loader {
                           static_cast<uint64_t>(i));
       augment_image(data_.store.image(samples[i]->image), data_.store.side, s, config_.augment, rng,
                     batch.pixels[i].data_ptr<float>());
-      ids[i] = tokenizer_.encode(samples[i]->caption);
+      ids[i] = tokenizer_.encode(augment_caption(samples[i]->caption, config_.augment, rng));
       if (config_.max_train_tokens > 2 && ids[i].size() > size_t(config_.max_train_tokens)) {
         ids[i].resize(config_.max_train_tokens);
         ids[i].back() = tokenizer_.eos_id();
