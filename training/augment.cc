@@ -5,6 +5,8 @@
 #include <string_view>
 #include <vector>
 
+#include "training/manifest_internal.h"  // trim
+
 namespace mms {
 namespace {
 
@@ -33,28 +35,24 @@ void resample(const uint8_t* src, int32_t side, double x0, double y0, double w, 
   }
 }
 
-std::string_view trim(std::string_view s) {
-  const size_t b = s.find_first_not_of(" \t\n\r");
-  if (b == std::string_view::npos) return {};
-  return s.substr(b, s.find_last_not_of(" \t\n\r") - b + 1);
-}
-
 }  // namespace
 
 std::string augment_caption(const std::string& caption, const AugmentConfig& config,
                             std::mt19937_64& rng) {
+  using manifest_internal::trim;
   static constexpr std::string_view kMarker = "Keywords:";
   if (config.keyword_drop <= 0 && !config.keyword_shuffle) return caption;
   const size_t at = caption.rfind(kMarker);
   if (at == std::string::npos) return caption;
-  const std::string_view text = trim(std::string_view(caption).substr(0, at));
-  std::string_view list = trim(std::string_view(caption).substr(at + kMarker.size()));
+  const std::string text = trim(std::string_view(caption).substr(0, at));
+  const std::string tail = trim(std::string_view(caption).substr(at + kMarker.size()));
+  std::string_view list = tail;
   if (!list.empty() && list.back() == '.') list.remove_suffix(1);
-  std::vector<std::string_view> keywords;
+  std::vector<std::string> keywords;
   while (!list.empty()) {
     const size_t comma = list.find(',');
-    const std::string_view k = trim(list.substr(0, comma));
-    if (!k.empty()) keywords.push_back(k);
+    std::string k = trim(list.substr(0, comma));
+    if (!k.empty()) keywords.push_back(std::move(k));
     list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
   }
   if (keywords.empty()) return caption;
