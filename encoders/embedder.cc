@@ -19,11 +19,6 @@ std::string read_bytes(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-std::vector<float> to_vector(const torch::Tensor& t) {
-  const torch::Tensor c = t.contiguous();
-  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
-}
-
 }  // namespace
 
 struct Embedder::Impl {
@@ -81,7 +76,7 @@ std::vector<float> Embedder::embed_pixels(const float* pixels, int64_t n) const 
   torch::NoGradGuard no_grad;
   const torch::Tensor batch =
       torch::from_blob(const_cast<float*>(pixels), {n, 3, s, s}, torch::kFloat);
-  return to_vector(nn::encode_images_batched(impl_->model, batch));
+  return nn::to_vector(nn::encode_images_batched(impl_->model, batch));
 }
 
 std::vector<float> Embedder::embed_texts(const std::vector<std::string>& texts) const {
@@ -102,7 +97,7 @@ std::vector<float> Embedder::embed_token_ids(const std::vector<std::vector<int32
     }
   }
   torch::NoGradGuard no_grad;
-  return to_vector(nn::encode_texts_batched(impl_->model, ids, impl_->tokenizer.pad_id()));
+  return nn::to_vector(nn::encode_texts_batched(impl_->model, ids, impl_->tokenizer.pad_id()));
 }
 
 }  // namespace mms

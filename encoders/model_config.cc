@@ -1,5 +1,6 @@
 #include "encoders/model_config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -116,12 +117,12 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     throw Error::invalid_argument("model config '" + name + "': image.stem_norm is '" +
                                   c.image.stem_norm + "'; it must be \"batch\" or \"group\"");
   }
-  for (int32_t channels : c.image.stem_channels) {
-    if (c.image.stem_norm == "group" && channels % 8) {
-      throw Error::invalid_argument("model config '" + name +
-                                    "': image.stem_norm \"group\" needs stem_channels that are "
-                                    "multiples of 8 (its 8 groups)");
-    }
+  const auto& channels = c.image.stem_channels;
+  if (c.image.stem_norm == "group" &&
+      std::any_of(channels.begin(), channels.end(), [](int32_t ch) { return ch % 8 != 0; })) {
+    throw Error::invalid_argument("model config '" + name +
+                                  "': image.stem_norm \"group\" needs stem_channels that are "
+                                  "multiples of 8 (its 8 groups)");
   }
   return c;
 }

@@ -239,11 +239,6 @@ torch::optim::AdamW make_optimizer(nn::DualEncoder& model, const TrainConfig& c)
                              torch::optim::AdamWOptions(c.lr).betas({0.9, 0.98}).eps(1e-6));
 }
 
-std::vector<float> to_vector(const torch::Tensor& t) {
-  const torch::Tensor c = t.contiguous();
-  return {c.data_ptr<float>(), c.data_ptr<float>() + c.numel()};
-}
-
 json evaluate_val(nn::DualEncoder& model, const Data& data, const Tokenizer& tokenizer,
                   double& score) {
   torch::NoGradGuard no_grad;
@@ -260,9 +255,9 @@ json evaluate_val(nn::DualEncoder& model, const Data& data, const Tokenizer& tok
     std::vector<std::vector<int32_t>> ids;
     for (const std::string& t : v.gallery.texts) ids.push_back(tokenizer.encode(t));
     const int32_t dim = model->config().embed_dim;
-    const std::vector<float> image_emb = to_vector(nn::encode_images_batched(model, pixels));
+    const std::vector<float> image_emb = nn::to_vector(nn::encode_images_batched(model, pixels));
     const RetrievalMetrics m = retrieval_metrics(
-        image_emb, to_vector(nn::encode_texts_batched(model, ids, tokenizer.pad_id())), dim,
+        image_emb, nn::to_vector(nn::encode_texts_batched(model, ids, tokenizer.pad_id())), dim,
         v.gallery);
     out[v.name] = json::parse(retrieval_metrics_to_json(m));
     // Labelled sets also report zero-shot accuracy with the prompt `mmsearch eval` uses by
@@ -274,7 +269,7 @@ json evaluate_val(nn::DualEncoder& model, const Data& data, const Tokenizer& tok
         prompt_ids.push_back(tokenizer.encode(zero_shot_prompt(kDefaultZeroShotTemplate, cls)));
       }
       out[v.name]["zero_shot_acc"] = zero_shot_accuracy(
-          image_emb, to_vector(nn::encode_texts_batched(model, prompt_ids, tokenizer.pad_id())),
+          image_emb, nn::to_vector(nn::encode_texts_batched(model, prompt_ids, tokenizer.pad_id())),
           dim, task.labels);
     }
     // Mean recall (R@1, R@5, R@10 of both directions): R@10 alone saturates on small sets.

@@ -91,4 +91,9 @@ torch::Tensor encode_images_batched(DualEncoder& model, const torch::Tensor& pix
   return torch::cat(parts, 0);
 }
 
+std::vector<float> to_vector(const torch::Tensor& t) {
+  const torch::Tensor c = t.contiguous();
+  return {c.data_ptr<float>(), c.data_ptr<float>() + c.numel()};
+}
+
 }  // namespace mms::nn

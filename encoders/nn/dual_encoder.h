@@ -4,6 +4,8 @@
 
 #include <torch/torch.h>
 
+#include <vector>
+
 #include "encoders/model_config.h"
 #include "encoders/nn/towers.h"
 
@@ -47,5 +49,8 @@ torch::Tensor encode_texts_batched(DualEncoder& model, const std::vector<std::ve
 
 // pixels: [n, 3, S, S] float32 0..1 -> [n, embed_dim], in chunks that bound memory.
 torch::Tensor encode_images_batched(DualEncoder& model, const torch::Tensor& pixels);
+
+// A float32 tensor's values in row-major order, e.g. the [n, embed_dim] the encoders return.
+std::vector<float> to_vector(const torch::Tensor& t);
 
 }  // namespace mms::nn
