@@ -54,12 +54,13 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                    "", name);
     if (j.contains("image")) {
       const json& im = j.at("image");
-      reject_unknown(
-          im,
-          {"image_size", "stem_channels", "stem_norm", "width", "depth", "heads", "mean", "std"},
-          "image.", name);
+      reject_unknown(im,
+                     {"image_size", "stem_channels", "stem_blocks", "stem_norm", "width", "depth",
+                      "heads", "mean", "std"},
+                     "image.", name);
       read(im, "image_size", c.image.image_size);
       read(im, "stem_channels", c.image.stem_channels);
+      read(im, "stem_blocks", c.image.stem_blocks);
       read(im, "stem_norm", c.image.stem_norm);
       read(im, "width", c.image.width);
       read(im, "depth", c.image.depth);
@@ -86,6 +87,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     throw Error::corrupt("model config '" + name + "' is not valid: " + e.what());
   }
   for (auto [value, key] : {std::pair<int64_t, const char*>{c.image.image_size, "image.image_size"},
+                            {c.image.stem_blocks, "image.stem_blocks"},
                             {c.image.width, "image.width"},
                             {c.image.depth, "image.depth"},
                             {c.image.heads, "image.heads"},
@@ -141,6 +143,7 @@ std::string model_config_to_json(const ModelConfig& c) {
       {"image",
        {{"image_size", c.image.image_size},
         {"stem_channels", c.image.stem_channels},
+        {"stem_blocks", c.image.stem_blocks},
         {"stem_norm", c.image.stem_norm},
         {"width", c.image.width},
         {"depth", c.image.depth},

@@ -12,7 +12,8 @@ namespace mms {
 struct ImageTowerConfig {
   int32_t image_size = 64;                          // input is [3, image_size, image_size]
   std::vector<int32_t> stem_channels{32, 64, 128};  // one stride-2 conv stage per entry
-  int32_t width = 192;                              // transformer width
+  int32_t stem_blocks = 1;  // residual 3x3 convs after each stage's stride-2 conv
+  int32_t width = 192;      // transformer width
   int32_t depth = 4;
   int32_t heads = 3;
   // The stem's normalization: "batch" (BatchNorm, the shipped model's) or "group" (GroupNorm,

@@ -208,3 +208,52 @@ TEST(ModelConfig, StemNormIsCheckedAndWrittenBack) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ImageEncoder, StemBlocksAddResidualConvsAndKeepTheOneBlockNames) {
+  ModelConfig one = tiny_config();
+  ModelConfig two = tiny_config();
+  two.image.stem_blocks = 2;
+  DualEncoder a(one), b(two);
+  const mms::SafeTensors wa = mms::nn::model_to_safetensors(a);
+  const mms::SafeTensors wb = mms::nn::model_to_safetensors(b);
+  // Every tensor of the one-block stem keeps its name (shipped weights still load); the
+  // second block adds a conv and its norm in each of the two stages.
+  for (const auto& [name, tensor] : wa.tensors) EXPECT_TRUE(wb.tensors.count(name)) << name;
+  EXPECT_TRUE(wb.tensors.count("image.stem.0.conv2.weight"));
+  EXPECT_TRUE(wb.tensors.count("image.stem.1.bn3.running_mean"));
+  EXPECT_FALSE(wa.tensors.count("image.stem.0.conv2.weight"));
+  // A one-block model refuses two-block weights, naming the tensor it does not have.
+  try {
+    mms::nn::load_model_weights(a, wb, "two.safetensors");
+    FAIL() << "loaded two-block weights into a one-block model";
+  } catch (const mms::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("conv2"), std::string::npos) << e.what();
+  }
+  // The deeper stem still trains: every parameter of both stages gets a gradient.
+  b->train();
+  auto img = b->encode_images(torch::rand({4, 3, 32, 32}));
+  auto txt = b->encode_texts(torch::randint(4, 50, {4, 7}), torch::tensor({7, 7, 5, 3}));
+  mms::nn::contrastive_loss(img, txt, b->scale(), {}).backward();
+  for (const auto& p : b->named_parameters()) {
+    if (p.key().rfind("image.stem.", 0) != 0) continue;
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    EXPECT_GT(p.value().grad().abs().sum().item<double>(), 0) << p.key();
+  }
+}
+
+TEST(ModelConfig, StemBlocksAreCheckedAndWrittenBack) {
+  ModelConfig c = tiny_config();
+  c.image.stem_blocks = 3;
+  EXPECT_EQ(mms::parse_model_config(mms::model_config_to_json(c), "c").image.stem_blocks, 3);
+  EXPECT_EQ(mms::parse_model_config(R"({"image": {}})", "c").image.stem_blocks, 1);
+  try {
+    mms::parse_model_config(R"({"image": {"stem_blocks": 0}})", "cfg.json");
+    FAIL() << "accepted stem_blocks 0";
+  } catch (const mms::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("image.stem_blocks"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

@@ -13,7 +13,10 @@
 #include "common/error.h"
 #include "encoders/image_io.h"
 #include "encoders/nn/dual_encoder.h"
+#include "encoders/nn/weights.h"
+#include "encoders/safetensors.h"
 #include "tokenizer/tokenizer.h"
+#include "training/train_config.h"
 #include "training/trainer.h"
 
 namespace {
@@ -106,11 +109,37 @@ class TrainerTest : public ::testing::Test {
     if (!getenv("KEEP")) fs::remove_all(dir_);
   }
 
-  mms::nn::DualEncoder load_last_checkpoint(const fs::path& run) {
+  // part: "model" (the weights the optimizer steps) or "ema" (their average).
+  mms::nn::DualEncoder load_last_checkpoint(const fs::path& run,
+                                            const std::string& part = "model") {
     std::ifstream in(run / "checkpoint.json");
     const auto j = nlohmann::json::parse(in);
     mms::nn::DualEncoder model(config_.model);
-    torch::load(model, (run / (j.at("stem").get<std::string>() + ".model.pt")).string());
+    torch::load(model, (run / (j.at("stem").get<std::string>() + "." + part + ".pt")).string());
+    return model;
+  }
+
+  // One run straight through into dir_/straight; one stopped after 3 steps (mid-epoch, off
+  // the checkpoint_every grid) and resumed, into dir_/resumed.
+  void train_straight_and_resumed() {
+    mms::TrainOptions straight;
+    straight.out_dir = (dir_ / "straight").string();
+    straight.quiet = true;
+    mms::train_model(config_, straight);
+
+    mms::TrainOptions interrupted = straight;
+    interrupted.out_dir = (dir_ / "resumed").string();
+    interrupted.stop_after_steps = 3;
+    EXPECT_FALSE(mms::train_model(config_, interrupted).finished);
+    interrupted.stop_after_steps = 0;
+    interrupted.resume = true;
+    EXPECT_TRUE(mms::train_model(config_, interrupted).finished);
+  }
+
+  mms::nn::DualEncoder load_exported(const fs::path& run) {
+    mms::nn::DualEncoder model(config_.model);
+    const std::string file = (run / "model" / "model.safetensors").string();
+    mms::nn::load_model_weights(model, mms::read_safetensors(file), file);
     return model;
   }
 
@@ -149,6 +178,16 @@ TEST_F(TrainerTest, RecallRisesFarAboveChanceWithinSeconds) {
   EXPECT_GT(lines, 5);
 }
 
+double max_weight_difference(mms::nn::DualEncoder& a, mms::nn::DualEncoder& b) {
+  auto pa = a->named_parameters(true), pb = b->named_parameters(true);
+  EXPECT_EQ(pa.size(), pb.size());
+  double worst = 0;
+  for (const auto& item : pa) {
+    worst = std::max(worst, (item.value() - pb[item.key()]).abs().max().item<double>());
+  }
+  return worst;
+}
+
 void expect_same_weights(mms::nn::DualEncoder& a, mms::nn::DualEncoder& b) {
   auto pa = a->named_parameters(true), pb = b->named_parameters(true);
   ASSERT_EQ(pa.size(), pb.size());
@@ -172,22 +211,73 @@ TEST_F(TrainerTest, TwoRunsWithOneSeedEndWithTheSameWeights) {
 
 TEST_F(TrainerTest, AResumedRunEndsWithTheSameWeightsAsAnUninterruptedOne) {
   config_.epochs = 2;  // 50 train pairs / 12 = 4 steps an epoch
-  mms::TrainOptions straight;
-  straight.out_dir = (dir_ / "straight").string();
-  straight.quiet = true;
-  mms::train_model(config_, straight);
-
-  mms::TrainOptions interrupted = straight;
-  interrupted.out_dir = (dir_ / "resumed").string();
-  interrupted.stop_after_steps = 3;  // mid-epoch, off the checkpoint_every grid
-  EXPECT_FALSE(mms::train_model(config_, interrupted).finished);
-  interrupted.stop_after_steps = 0;
-  interrupted.resume = true;
-  EXPECT_TRUE(mms::train_model(config_, interrupted).finished);
+  train_straight_and_resumed();
 
   auto a = load_last_checkpoint(dir_ / "straight");
   auto b = load_last_checkpoint(dir_ / "resumed");
   expect_same_weights(a, b);
+}
+
+TEST_F(TrainerTest, AResumedRunKeepsTheSameWeightAverage) {
+  config_.epochs = 2;
+  config_.ema_decay = 0.9;
+  train_straight_and_resumed();
+
+  auto raw = load_last_checkpoint(dir_ / "straight");
+  auto average = load_last_checkpoint(dir_ / "straight", "ema");
+  auto resumed_average = load_last_checkpoint(dir_ / "resumed", "ema");
+  expect_same_weights(average, resumed_average);
+  // The average trails the stepped weights, so the two differ.
+  EXPECT_GT(max_weight_difference(raw, average), 1e-4);
+}
+
+TEST_F(TrainerTest, WithAWeightAverageValidationAndExportUseTheAverage) {
+  config_.epochs = 1;  // one validation, so the export is the run's last average
+  config_.ema_decay = 0.9;
+  mms::TrainOptions options;
+  options.out_dir = (dir_ / "run").string();
+  options.quiet = true;
+  mms::train_model(config_, options);
+  auto raw = load_last_checkpoint(dir_ / "run");
+  auto average = load_last_checkpoint(dir_ / "run", "ema");
+  auto exported = load_exported(dir_ / "run");
+  EXPECT_LE(max_weight_difference(average, exported), 1e-7);
+  EXPECT_GT(max_weight_difference(raw, exported), 1e-4);
+}
+
+TEST_F(TrainerTest, ResumingWithAWeightAverageNeedsACheckpointThatKeptOne) {
+  config_.epochs = 1;
+  mms::TrainOptions options;
+  options.out_dir = (dir_ / "run").string();
+  options.quiet = true;
+  options.stop_after_steps = 2;
+  mms::train_model(config_, options);
+  config_.ema_decay = 0.99;
+  options.resume = true;
+  options.stop_after_steps = 0;
+  try {
+    mms::train_model(config_, options);
+    FAIL() << "resumed an average that was never kept";
+  } catch (const mms::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ema_decay"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TrainConfig, EmaDecayIsReadCheckedAndWrittenBack) {
+  const std::string base =
+      R"({"tokenizer": "t.model", "data": [{"name": "a", "path": "a.jsonl"}]})";
+  EXPECT_EQ(mms::parse_train_config(base, "c", {}).ema_decay, 0.0);
+  const mms::TrainConfig c = mms::parse_train_config(base, "c", {"train.ema_decay=0.995"});
+  EXPECT_DOUBLE_EQ(c.ema_decay, 0.995);
+  EXPECT_DOUBLE_EQ(mms::parse_train_config(mms::train_config_to_json(c), "c", {}).ema_decay, 0.995);
+  for (const char* bad : {"train.ema_decay=1", "train.ema_decay=-0.1"}) {
+    try {
+      mms::parse_train_config(base, "cfg.json", {bad});
+      FAIL() << "accepted " << bad;
+    } catch (const mms::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("train.ema_decay"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST_F(TrainerTest, ARunDirectoryWithACheckpointIsNotOverwrittenWithoutResume) {

@@ -79,11 +79,12 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
     }
     if (j.contains("train")) {
       const json& t = j.at("train");
-      reject_unknown(t,
-                     {"epochs", "batch_size", "accum_steps", "lr", "min_lr_ratio", "weight_decay",
-                      "warmup_steps", "grad_clip", "seed", "checkpoint_every", "max_train_tokens",
-                      "loader_threads", "eval_max_images", "label_positives", "batch_by_source"},
-                     "train.", name);
+      reject_unknown(
+          t,
+          {"epochs", "batch_size", "accum_steps", "lr", "min_lr_ratio", "weight_decay",
+           "warmup_steps", "grad_clip", "seed", "checkpoint_every", "max_train_tokens",
+           "loader_threads", "eval_max_images", "label_positives", "batch_by_source", "ema_decay"},
+          "train.", name);
       read(t, "epochs", c.epochs);
       read(t, "batch_size", c.batch_size);
       read(t, "accum_steps", c.accum_steps);
@@ -99,6 +100,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
       read(t, "eval_max_images", c.eval_max_images);
       read(t, "label_positives", c.label_positives);
       read(t, "batch_by_source", c.batch_by_source);
+      read(t, "ema_decay", c.ema_decay);
     }
     if (j.contains("augment")) {
       const json& a = j.at("augment");
@@ -128,6 +130,9 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   if (!(c.augment.keyword_drop >= 0 && c.augment.keyword_drop < 1)) {
     throw Error::invalid_argument("train config '" + name +
                                   "': augment.keyword_drop must be in [0, 1)");
+  }
+  if (!(c.ema_decay >= 0 && c.ema_decay < 1)) {
+    throw Error::invalid_argument("train config '" + name + "': train.ema_decay must be in [0, 1)");
   }
   return c;
 }
@@ -165,7 +170,8 @@ std::string train_config_to_json(const TrainConfig& c) {
         {"loader_threads", c.loader_threads},
         {"eval_max_images", c.eval_max_images},
         {"label_positives", c.label_positives},
-        {"batch_by_source", c.batch_by_source}}},
+        {"batch_by_source", c.batch_by_source},
+        {"ema_decay", c.ema_decay}}},
       {"augment",
        {{"crop_scale_min", c.augment.crop_scale_min},
         {"crop_ratio", c.augment.crop_ratio},

@@ -52,6 +52,10 @@ struct TrainConfig {
   // Each batch draws from one data source (see DataPlan): in-domain negatives are the hard
   // ones, and short-caption batches are not padded to Open Clip Art's long captions.
   bool batch_by_source = false;
+  // > 0: the trainer keeps an exponential moving average of the weights (this decay per
+  // step, ramped up as min(decay, (1 + step) / (10 + step)) so early averages follow the
+  // model) and validates and exports the average instead of the last step's weights.
+  double ema_decay = 0.0;
   AugmentConfig augment;
 };
 

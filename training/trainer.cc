@@ -296,16 +296,35 @@ void export_model(nn::DualEncoder& model, const TrainConfig& config, const json&
   fs::remove_all(old);
 }
 
+// The average of the weights that validation and export use when train.ema_decay > 0.
+// Parameters are averaged; buffers (BatchNorm's running statistics, already averages) are
+// copied from the model as they are.
+void update_ema(nn::DualEncoder& ema, nn::DualEncoder& model, double decay) {
+  torch::NoGradGuard no_grad;
+  const auto from = model->parameters(true);
+  const auto to = ema->parameters(true);
+  for (size_t i = 0; i < from.size(); ++i) to[i].mul_(decay).add_(from[i], 1 - decay);
+  const auto from_buffers = model->buffers(true);
+  const auto to_buffers = ema->buffers(true);
+  for (size_t i = 0; i < from_buffers.size(); ++i) to_buffers[i].copy_(from_buffers[i]);
+}
+
+double ema_decay_at(const TrainConfig& c, int64_t step) {
+  return std::min(c.ema_decay, (1.0 + step) / (10.0 + step));
+}
+
 struct Checkpoint {
   int64_t step = 0;
   double best_score = -1;
 };
 
-void save_checkpoint(nn::DualEncoder& model, torch::optim::AdamW& optimizer, const Checkpoint& ck,
-                     const fs::path& out_dir) {
+// `ema` is empty when the run keeps no average.
+void save_checkpoint(nn::DualEncoder& model, torch::optim::AdamW& optimizer, nn::DualEncoder& ema,
+                     const Checkpoint& ck, const fs::path& out_dir) {
   const std::string stem = "ckpt-" + std::to_string(ck.step);
   torch::save(model, (out_dir / (stem + ".model.pt")).string());
   torch::save(optimizer, (out_dir / (stem + ".optim.pt")).string());
+  if (!ema.is_empty()) torch::save(ema, (out_dir / (stem + ".ema.pt")).string());
   // checkpoint.json names the files; renaming it into place is the commit point.
   write_file_atomically(
       (out_dir / "checkpoint.json").string(),
@@ -317,7 +336,7 @@ void save_checkpoint(nn::DualEncoder& model, torch::optim::AdamW& optimizer, con
 }
 
 Checkpoint load_checkpoint(nn::DualEncoder& model, torch::optim::AdamW& optimizer,
-                           const fs::path& out_dir) {
+                           nn::DualEncoder& ema, const fs::path& out_dir) {
   const fs::path file = out_dir / "checkpoint.json";
   std::ifstream in(file);
   if (!in) throw Error::not_found("--resume: no checkpoint in '" + out_dir.string() + "'");
@@ -329,6 +348,15 @@ Checkpoint load_checkpoint(nn::DualEncoder& model, torch::optim::AdamW& optimize
     const std::string stem = j.at("stem").get<std::string>();
     torch::load(model, (out_dir / (stem + ".model.pt")).string());
     torch::load(optimizer, (out_dir / (stem + ".optim.pt")).string());
+    if (!ema.is_empty()) {
+      const fs::path ema_file = out_dir / (stem + ".ema.pt");
+      if (!fs::exists(ema_file)) {
+        throw Error::mismatch("checkpoint '" + file.string() +
+                              "' holds no weight average; it was written with "
+                              "train.ema_decay=0, so resume it with the same setting");
+      }
+      torch::load(ema, ema_file.string());
+    }
   } catch (const json::exception& e) {
     throw Error::corrupt("checkpoint '" + file.string() + "' is not valid: " + e.what());
   } catch (const c10::Error& e) {
@@ -380,6 +408,14 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
   nn::DualEncoder model(config.model);
   model->to(device);
   torch::optim::AdamW optimizer = make_optimizer(model, config);
+  nn::DualEncoder ema{nullptr};
+  if (config.ema_decay > 0) {
+    ema = nn::DualEncoder(config.model);
+    ema->to(device);
+    update_ema(ema, model, 0.0);
+  }
+  // What validation scores and export writes: the average when there is one.
+  nn::DualEncoder& exported = ema.is_empty() ? model : ema;
 
   const int64_t batches_per_epoch =
       DataPlan(data.sources, config.batch_size, config.seed).batches_per_epoch();
@@ -390,7 +426,7 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
   const int64_t total_steps = steps_per_epoch * config.epochs;
 
   Checkpoint ck;
-  if (options.resume) ck = load_checkpoint(model, optimizer, out_dir);
+  if (options.resume) ck = load_checkpoint(model, optimizer, ema, out_dir);
   TrainResult result;
   result.best_score = ck.best_score;
   if (fs::exists(out_dir / "model")) result.model_dir = (out_dir / "model").string();
@@ -441,6 +477,7 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
     torch::nn::utils::clip_grad_norm_(model->parameters(), config.grad_clip);
     optimizer.step();
     optimizer.zero_grad();
+    if (!ema.is_empty()) update_ema(ema, model, ema_decay_at(config, step));
     loss_sum += step_loss;
     ++loss_count;
     const int64_t done = step + 1;
@@ -476,7 +513,7 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
     }
     if (epoch_end) {
       double score = 0;
-      const json val = evaluate_val(model, data, tokenizer, score);
+      const json val = evaluate_val(exported, data, tokenizer, score);
       log << json{{"step", done}, {"epoch", epoch}, {"val", val}, {"val_score", score}}.dump()
           << "\n"
           << std::flush;
@@ -487,19 +524,19 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
       }
       if (score > ck.best_score) {
         ck.best_score = score;
-        export_model(model, config, val, out_dir);
+        export_model(exported, config, val, out_dir);
         result.model_dir = (out_dir / "model").string();
       }
     }
     if (epoch_end || done % config.checkpoint_every == 0) {
       ck.step = done;
-      save_checkpoint(model, optimizer, ck, out_dir);
+      save_checkpoint(model, optimizer, ema, ck, out_dir);
     }
     result.steps = done;
     if (options.stop_after_steps > 0 && done >= options.stop_after_steps && done < total_steps) {
       if (ck.step != done) {
         ck.step = done;
-        save_checkpoint(model, optimizer, ck, out_dir);
+        save_checkpoint(model, optimizer, ema, ck, out_dir);
       }
       result.best_score = ck.best_score;
       return result;

@@ -17,31 +17,42 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos,
   return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
 }
 
-// One stride-2 stage of the image stem followed by a residual 3x3 conv. Its norms are
-// BatchNorm ("bn1", "bn2") or GroupNorm with 8 groups ("gn1", "gn2").
+// One stride-2 stage of the image stem followed by `blocks` residual 3x3 convs. The first
+// block keeps the names of the one-block stem ("down", "bn1", "conv", "bn2"); block i > 0 is
+// "conv{i+1}" with norm "bn{i+2}". GroupNorm stems (8 groups) name their norms "gn" likewise.
 class StemStageImpl : public torch::nn::Module {
  public:
-  StemStageImpl(int64_t in, int64_t out, bool group_norm) {
+  StemStageImpl(int64_t in, int64_t out, int64_t blocks, bool group_norm) {
     using namespace torch::nn;
+    const std::string norm = group_norm ? "gn" : "bn";
+    auto make_norm = [&](int64_t index) {
+      const std::string name = norm + std::to_string(index);
+      return group_norm ? AnyModule(register_module(name, GroupNorm(GroupNormOptions(8, out))))
+                        : AnyModule(register_module(name, BatchNorm2d(out)));
+    };
     down_ =
         register_module("down", Conv2d(Conv2dOptions(in, out, 3).stride(2).padding(1).bias(false)));
-    conv_ = register_module("conv", Conv2d(Conv2dOptions(out, out, 3).padding(1).bias(false)));
-    if (group_norm) {
-      norm1_ = AnyModule(register_module("gn1", GroupNorm(GroupNormOptions(8, out))));
-      norm2_ = AnyModule(register_module("gn2", GroupNorm(GroupNormOptions(8, out))));
-    } else {
-      norm1_ = AnyModule(register_module("bn1", BatchNorm2d(out)));
-      norm2_ = AnyModule(register_module("bn2", BatchNorm2d(out)));
+    down_norm_ = make_norm(1);
+    for (int64_t i = 0; i < blocks; ++i) {
+      const std::string name = i == 0 ? "conv" : "conv" + std::to_string(i + 1);
+      convs_.push_back(
+          register_module(name, Conv2d(Conv2dOptions(out, out, 3).padding(1).bias(false))));
+      norms_.push_back(make_norm(i + 2));
     }
   }
   torch::Tensor forward(torch::Tensor x) {
-    x = torch::gelu(norm1_.forward(down_(x)));
-    return x + torch::gelu(norm2_.forward(conv_(x)));
+    x = torch::gelu(down_norm_.forward(down_(x)));
+    for (size_t i = 0; i < convs_.size(); ++i) {
+      x = x + torch::gelu(norms_[i].forward(convs_[i](x)));
+    }
+    return x;
   }
 
  private:
-  torch::nn::Conv2d down_{nullptr}, conv_{nullptr};
-  torch::nn::AnyModule norm1_, norm2_;
+  torch::nn::Conv2d down_{nullptr};
+  torch::nn::AnyModule down_norm_;
+  std::vector<torch::nn::Conv2d> convs_;
+  std::vector<torch::nn::AnyModule> norms_;
 };
 TORCH_MODULE(StemStage);
 
@@ -109,7 +120,7 @@ ImageEncoderImpl::ImageEncoderImpl(const ImageTowerConfig& c, int64_t embed_dim,
   stem_ = register_module("stem", Sequential());
   int64_t channels = 3, side = c.image_size;
   for (int32_t out : c.stem_channels) {
-    stem_->push_back(StemStage(channels, out, c.stem_norm == "group"));
+    stem_->push_back(StemStage(channels, out, c.stem_blocks, c.stem_norm == "group"));
     channels = out;
     side = (side + 1) / 2;
   }
