@@ -49,6 +49,14 @@ void reject_unknown(const json& j, const std::set<std::string>& known, const std
   }
 }
 
+// A probability-like setting: [0, 1), so that 1 (drop every keyword, never move the
+// average) is refused along with negatives and NaN.
+void require_unit_interval(double value, const char* key, const std::string& name) {
+  if (!(value >= 0 && value < 1)) {
+    throw Error::invalid_argument("train config '" + name + "': " + key + " must be in [0, 1)");
+  }
+}
+
 template <typename T>
 void read(const json& j, const char* key, T& out) {
   if (j.contains(key)) out = j.at(key).get<T>();
@@ -127,13 +135,8 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
                                   "': epochs, accum_steps, checkpoint_every and loader_threads "
                                   "must be >= 1, batch_size >= 2 and lr > 0");
   }
-  if (!(c.augment.keyword_drop >= 0 && c.augment.keyword_drop < 1)) {
-    throw Error::invalid_argument("train config '" + name +
-                                  "': augment.keyword_drop must be in [0, 1)");
-  }
-  if (!(c.ema_decay >= 0 && c.ema_decay < 1)) {
-    throw Error::invalid_argument("train config '" + name + "': train.ema_decay must be in [0, 1)");
-  }
+  require_unit_interval(c.augment.keyword_drop, "augment.keyword_drop", name);
+  require_unit_interval(c.ema_decay, "train.ema_decay", name);
   return c;
 }
 

@@ -2,8 +2,9 @@
 // only from .cc files and tests.
 //
 // ImageEncoder: a CNN stem (stride-2 conv stages, BatchNorm or GroupNorm, GELU, stem_blocks
-// residual convs each) turns [B, 3, S, S] pixels into a grid of tokens; a pre-norm Transformer runs over a
-// class token plus the grid (learned positions); the class token is projected to the embedding.
+// residual convs each) turns [B, 3, S, S] pixels into a grid of tokens; a pre-norm Transformer
+// runs over a class token plus the grid (learned positions); the class token is projected to
+// the embedding.
 // TextEncoder: token embeddings, rotary positions (any length), pre-norm Transformer layers
 // with sliding-window attention; token 0 (BOS) is global and its state is projected.
 #pragma once
