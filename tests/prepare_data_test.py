@@ -97,6 +97,16 @@ class TextTest(unittest.TestCase):
         self.assertEqual(common.clean_text("  a\n\n b  "), "a b")
         self.assertEqual(common.clean_text(""), "")
 
+    def test_mojibake_is_repaired(self):
+        # UTF-8 bytes once decoded as Latin-1 (an Open Clip Art title) or as Windows-1252.
+        self.assertEqual(common.clean_text("L\u00c3\u00a9zard"), "L\u00e9zard")
+        self.assertEqual(common.clean_text("caf\u00c3\u00a9 \u00e2\u20ac\u201c menu"),
+                         "caf\u00e9 \u2013 menu")
+
+    def test_correct_accents_are_left_alone(self):
+        for text in ("caf\u00e9", "\u00c3 la carte", "Gr\u00fc\u00dfe", "na\u00efve \u2013 \u65e5\u672c"):
+            self.assertEqual(common.clean_text(text), text)
+
     def test_truncate_and_sentence(self):
         self.assertEqual(common.truncate("short", 10), "short")
         text = "First sentence here. Second sentence is long enough to be cut off somewhere."

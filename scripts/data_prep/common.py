@@ -109,9 +109,27 @@ def unescape_entities(text, rounds=3):
     return text
 
 
+def repair_mojibake(text):
+    """UTF-8 that was once read as Latin-1 / Windows-1252 ("LÃ©zard") back to what it was
+    ("Lézard"). Only a text whose every character maps back to one byte, and whose bytes
+    then decode as UTF-8 with at least one multi-byte character, is changed: correct
+    Latin-1 text ("café", "Ã  la") never decodes that way, so it is left alone."""
+    if text.isascii():
+        return text
+    for codec in ("latin-1", "cp1252"):
+        try:
+            fixed = text.encode(codec).decode("utf-8")
+        except UnicodeError:
+            continue
+        if fixed != text:
+            return fixed
+    return text
+
+
 def clean_text(text, drop_urls=True):
     """Markup-free, single-line text: comments / tags stripped, entities unescaped,
-    URLs and e-mail addresses dropped (optional), whitespace collapsed, NFC-normalized."""
+    URLs and e-mail addresses dropped (optional), whitespace collapsed, mojibake repaired,
+    NFC-normalized."""
     if not text:
         return ""
     text = unescape_entities(text)  # first, so that escaped markup (&lt;a href=...&gt;) is seen
@@ -124,6 +142,7 @@ def clean_text(text, drop_urls=True):
         text = _URL_RE.sub(" ", text)
         text = _EMAIL_RE.sub(" ", text)
     text = _CONTROL_RE.sub(" ", text)
+    text = repair_mojibake(text)
     text = unicodedata.normalize("NFC", text)
     text = _WS_RE.sub(" ", text).strip()
     # Leftovers of removed URLs / tags: empty brackets, dangling separators.
