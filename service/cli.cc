@@ -42,7 +42,7 @@ struct Options {
   bool resume = false;
   int world_size = 1, rank = 0;
   // eval / index / search / serve
-  std::string model_dir = kDefaultModel, manifest, json_out, index_dir, index_type;
+  std::string model_dir = kDefaultModel, manifest, json_out, ranks_out, index_dir, index_type;
   std::vector<std::string> paths;
   bool prune = false, gpu = false, json = false, reembed = false, follow_links = false;
   std::string captions;
@@ -120,6 +120,10 @@ int run_cli(int argc, char** argv) {
   eval->add_option("--manifest", o.manifest, "JSONL manifest (or COCO / Karpathy JSON)")
       ->required();
   eval->add_option("--json", o.json_out, "Also write the figures to this JSON file");
+  eval->add_option("--ranks", o.ranks_out,
+                   "Also write every query's rank to this file, a JSON line per query: "
+                   "{\"direction\": \"t2i\", \"text\", \"rank\"} or {\"direction\": \"i2t\", "
+                   "\"image\", \"rank\"} (1 = its best relevant item came first)");
   eval->add_option("--split", o.split, "Which split to evaluate (default: test)")
       ->check(CLI::IsMember({"train", "val", "test"}));
   eval->add_option("--zero-shot-template", o.zero_shot_templates,
@@ -130,7 +134,8 @@ int run_cli(int argc, char** argv) {
   add_threads(eval, o);
   eval->callback([&] {
     action = [&o] {
-      run_eval({o.model_dir, o.manifest, o.json_out, o.split, o.zero_shot_templates, o.threads});
+      run_eval({o.model_dir, o.manifest, o.json_out, o.split, o.zero_shot_templates, o.threads,
+                o.ranks_out});
     };
   });
 

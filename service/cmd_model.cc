@@ -136,6 +136,20 @@ void run_eval(const EvalCommand& c) {
     f << out.dump(2) << "\n";
     if (!f.flush()) throw Error::io("cannot write '" + c.json_out + "'");
   }
+  if (!c.ranks_out.empty()) {
+    std::ofstream f(c.ranks_out, std::ios::trunc);
+    for (size_t i = 0; i < gallery.texts.size(); ++i) {
+      f << nlohmann::json{{"direction", "t2i"}, {"text", gallery.texts[i]}, {"rank", m.t2i_ranks[i]}}
+               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+        << "\n";
+    }
+    for (size_t j = 0; j < gallery.images.size(); ++j) {
+      f << nlohmann::json{{"direction", "i2t"}, {"image", gallery.images[j]}, {"rank", m.i2t_ranks[j]}}
+               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+        << "\n";
+    }
+    if (!f.flush()) throw Error::io("cannot write '" + c.ranks_out + "'");
+  }
 }
 
 }  // namespace mms

@@ -24,6 +24,8 @@ struct EvalCommand {
   // is reported too).
   std::vector<std::string> zero_shot_templates = {mms::kDefaultZeroShotTemplate};
   int threads = 0;
+  // Also write each query's rank here, a JSON line per query (for error analysis).
+  std::string ranks_out;
 };
 void run_eval(const EvalCommand& command);
 

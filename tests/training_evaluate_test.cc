@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <string>
 #include <vector>
 
 #include "common/error.h"
@@ -58,6 +60,10 @@ TEST(RetrievalMetrics, RanksFollowTheMultiCaptionProtocol) {
   // caption c (100 deg) is nearest to c (180) of all texts, so rank 1 too.
   EXPECT_DOUBLE_EQ(m.i2t.r1, 100.0);
   EXPECT_DOUBLE_EQ(m.i2t.median_rank, 1.0);
+  // Each query's own rank, in gallery order, as `mmsearch eval --ranks` writes them.
+  ASSERT_EQ(g.texts, (std::vector<std::string>{"a1", "a2", "b", "c"}));
+  EXPECT_EQ(m.t2i_ranks, (std::vector<int64_t>{1, 2, 1, 2}));
+  EXPECT_EQ(m.i2t_ranks, (std::vector<int64_t>{1, 1, 1}));
 }
 
 TEST(RetrievalMetrics, AConstantModelScoresAtChanceNotAbove) {

@@ -83,8 +83,10 @@ RetrievalMetrics retrieval_metrics(const std::vector<float>& image_emb,
   RetrievalMetrics m;
   m.n_images = static_cast<int64_t>(gallery.images.size());
   m.n_texts = static_cast<int64_t>(gallery.texts.size());
-  m.t2i = summarize(best_ranks(texts, images, gallery.text_to_images));
-  m.i2t = summarize(best_ranks(images, texts, gallery.image_to_texts));
+  m.t2i_ranks = best_ranks(texts, images, gallery.text_to_images);
+  m.i2t_ranks = best_ranks(images, texts, gallery.image_to_texts);
+  m.t2i = summarize(m.t2i_ranks);
+  m.i2t = summarize(m.i2t_ranks);
   return m;
 }
 

@@ -19,6 +19,9 @@ struct DirectionMetrics {
 struct RetrievalMetrics {
   DirectionMetrics t2i, i2t;
   int64_t n_images = 0, n_texts = 0;
+  // Every query's rank (1 = top) of its best relevant item, in gallery order: t2i_ranks[i]
+  // for gallery.texts[i], i2t_ranks[j] for gallery.images[j]. For error analysis.
+  std::vector<int64_t> t2i_ranks, i2t_ranks;
 };
 
 // image_emb: [gallery.images.size(), dim], text_emb: [gallery.texts.size(), dim], rows of unit
