@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "common/error.h"
 #include "common/hash.h"
 #include "encoders/nn/dual_encoder.h"
 #include "encoders/nn/weights.h"
+#include "encoders/memory.h"
 #include "encoders/safetensors.h"
 
 namespace mms {
@@ -19,6 +21,52 @@ std::string read_bytes(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+torch::Tensor unit_rows(const torch::Tensor& x) {
+  return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(1));
+}
+
+// The memory as the towers consult it: keys and their values, [n, dim] float32 each.
+struct MemoryTensors {
+  torch::Tensor image_keys, image_values, text_keys, text_values;
+  MemorySettings settings;
+};
+
+MemoryTensors memory_tensors(const EmbeddingMemory& m) {
+  const int64_t ni = m.n_images(), nt = m.n_texts(), d = m.dim;
+  MemoryTensors t;
+  t.settings = m.settings;
+  t.image_keys = torch::from_blob(const_cast<float*>(m.image_keys.data()), {ni, d}).clone();
+  t.text_keys = torch::from_blob(const_cast<float*>(m.text_keys.data()), {nt, d}).clone();
+  std::vector<int64_t> image_rows, text_rows;
+  for (const auto& [i, j] : m.pairs) {
+    image_rows.push_back(i);
+    text_rows.push_back(j);
+  }
+  const torch::Tensor ii = torch::tensor(image_rows, torch::kLong);
+  const torch::Tensor tt = torch::tensor(text_rows, torch::kLong);
+  // An image's value: the mean of its texts' keys; a text's: the mean of its images' keys.
+  t.image_values = unit_rows(torch::zeros({ni, d}).index_add_(0, ii, t.text_keys.index_select(0, tt)));
+  t.text_values = unit_rows(torch::zeros({nt, d}).index_add_(0, tt, t.image_keys.index_select(0, ii)));
+  return t;
+}
+
+// e' = normalize(e + weight * normalize(softmax(top-k similarity / temperature) . values)).
+torch::Tensor augment(const torch::Tensor& e, const torch::Tensor& keys, const torch::Tensor& values,
+                      const MemorySettings& s) {
+  constexpr int64_t kChunk = 512;  // bounds the [chunk, n_keys] similarity block
+  const int64_t k = std::min<int64_t>(s.k, keys.size(0));
+  std::vector<torch::Tensor> out;
+  for (int64_t start = 0; start < e.size(0); start += kChunk) {
+    const torch::Tensor q = e.slice(0, start, std::min(e.size(0), start + kChunk));
+    const auto [sim, idx] = torch::matmul(q, keys.t()).topk(k, 1);
+    const torch::Tensor w = torch::softmax(sim / s.temperature, 1);
+    const torch::Tensor v = values.index_select(0, idx.flatten()).view({q.size(0), k, -1});
+    const torch::Tensor mixed = unit_rows((w.unsqueeze(2) * v).sum(1));
+    out.push_back(unit_rows(q + s.weight * mixed));
+  }
+  return out.empty() ? e : torch::cat(out, 0);
+}
+
 }  // namespace
 
 struct Embedder::Impl {
@@ -26,12 +74,13 @@ struct Embedder::Impl {
   Tokenizer tokenizer;
   std::string fingerprint;
   nn::DualEncoder model{nullptr};
+  std::optional<MemoryTensors> memory;
 };
 
 Embedder::Embedder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Embedder::~Embedder() = default;
 
-std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir) {
+std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_memory) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(model_dir)) {
     throw Error::not_found("model directory '" + model_dir + "' does not exist");
@@ -50,8 +99,19 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir) {
   nn::DualEncoder model(config);
   nn::load_model_weights(model, weights, weights_path);
   model->eval();
+  uint64_t hash = fnv1a64(bytes.data(), bytes.size());
+  std::optional<MemoryTensors> memory;
+  const std::string memory_path = (fs::path(model_dir) / "memory.safetensors").string();
+  if (use_memory && fs::exists(memory_path)) {
+    const EmbeddingMemory m = read_memory(memory_path, config.embed_dim);
+    if (m.settings.weight > 0) {
+      memory = memory_tensors(m);
+      const std::string memory_bytes = read_bytes(memory_path);
+      hash = fnv1a64(memory_bytes.data(), memory_bytes.size(), hash);
+    }
+  }
   auto impl = std::unique_ptr<Impl>(
-      new Impl{config, std::move(tokenizer), hex64(fnv1a64(bytes.data(), bytes.size())), model});
+      new Impl{config, std::move(tokenizer), hex64(hash), model, std::move(memory)});
   return std::unique_ptr<Embedder>(new Embedder(std::move(impl)));
 }
 
@@ -70,13 +130,21 @@ int32_t Embedder::image_size() const {
 const std::string& Embedder::fingerprint() const {
   return impl_->fingerprint;
 }
+bool Embedder::uses_memory() const {
+  return impl_->memory.has_value();
+}
 
 std::vector<float> Embedder::embed_pixels(const float* pixels, int64_t n) const {
   const int64_t s = image_size();
   torch::NoGradGuard no_grad;
   const torch::Tensor batch =
       torch::from_blob(const_cast<float*>(pixels), {n, 3, s, s}, torch::kFloat);
-  return nn::to_vector(nn::encode_images_batched(impl_->model, batch));
+  torch::Tensor e = nn::encode_images_batched(impl_->model, batch);
+  if (impl_->memory) {
+    const MemoryTensors& m = *impl_->memory;
+    e = augment(e, m.image_keys, m.image_values, m.settings);
+  }
+  return nn::to_vector(e);
 }
 
 std::vector<float> Embedder::embed_texts(const std::vector<std::string>& texts) const {
@@ -97,7 +165,12 @@ std::vector<float> Embedder::embed_token_ids(const std::vector<std::vector<int32
     }
   }
   torch::NoGradGuard no_grad;
-  return nn::to_vector(nn::encode_texts_batched(impl_->model, ids, impl_->tokenizer.pad_id()));
+  torch::Tensor e = nn::encode_texts_batched(impl_->model, ids, impl_->tokenizer.pad_id());
+  if (impl_->memory) {
+    const MemoryTensors& m = *impl_->memory;
+    e = augment(e, m.text_keys, m.text_values, m.settings);
+  }
+  return nn::to_vector(e);
 }
 
 }  // namespace mms

@@ -17,17 +17,21 @@ namespace mms {
 class Embedder {
  public:
   // Throws Error::not_found for a missing MODEL_DIR or file, Error::corrupt / mismatch for
-  // weights that do not fit the config, each naming the file.
-  static std::unique_ptr<Embedder> load(const std::string& model_dir);
+  // weights that do not fit the config, each naming the file. Where the MODEL_DIR holds a
+  // memory.safetensors (encoders/memory.h) and use_memory is set, every embedding is
+  // augmented by that memory; with use_memory false the encoders' own embeddings come back.
+  static std::unique_ptr<Embedder> load(const std::string& model_dir, bool use_memory = true);
   ~Embedder();
 
   const ModelConfig& config() const;
   const Tokenizer& tokenizer() const;
   int32_t dim() const;         // embedding size (config().embed_dim)
   int32_t image_size() const;  // side of the square input preprocess_image must produce
-  // Identifies the weights (a hash of model.safetensors): indexes built with one model
-  // refuse another.
+  // Identifies the weights (a hash of model.safetensors, and of memory.safetensors when it
+  // is used): indexes built with one model refuse another.
   const std::string& fingerprint() const;
+  // Whether embeddings are augmented by the MODEL_DIR's memory.
+  bool uses_memory() const;
 
   // pixels: n images as preprocess_image(img, image_size()) makes them, concatenated:
   // [n, 3, S, S] float32 0..1. Returns [n, dim] row-major, each row of unit L2 norm.

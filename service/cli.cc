@@ -59,6 +59,9 @@ struct Options {
   int threads = default_threads();
   int batch_size = 64;
   int nprobe = 16, ef_search = 64;
+  // memory
+  MemorySettings memory;
+  bool no_memory = false;
   // tokenizer-train
   std::string corpus, tokenizer_out;
   int vocab_size = 8000;
@@ -124,6 +127,8 @@ int run_cli(int argc, char** argv) {
                    "Also write every query's rank to this file, a JSON line per query: "
                    "{\"direction\": \"t2i\", \"text\", \"rank\"} or {\"direction\": \"i2t\", "
                    "\"image\", \"rank\"} (1 = its best relevant item came first)");
+  eval->add_flag("--no-memory", o.no_memory,
+                 "Score the encoders' own embeddings, without the model's memory.safetensors");
   eval->add_option("--split", o.split, "Which split to evaluate (default: test)")
       ->check(CLI::IsMember({"train", "val", "test"}));
   eval->add_option("--zero-shot-template", o.zero_shot_templates,
@@ -135,8 +140,28 @@ int run_cli(int argc, char** argv) {
   eval->callback([&] {
     action = [&o] {
       run_eval({o.model_dir, o.manifest, o.json_out, o.split, o.zero_shot_templates, o.threads,
-                o.ranks_out});
+                o.ranks_out, !o.no_memory});
     };
+  });
+
+  CLI::App* memory = app.add_subcommand(
+      "memory", "Build a model's memory of training pairs (MODEL_DIR/memory.safetensors)");
+  memory->add_option("--model", o.model_dir, "Model directory to add the memory to")->required();
+  memory->add_option("--config", o.config,
+                     "Training config whose data's train pairs fill the memory")
+      ->required();
+  memory->add_option("--set", o.overrides, "Override a config value: key=value (repeatable)");
+  memory->add_option("--k", o.memory.k, "Neighbours each embedding consults (default 5)")
+      ->check(CLI::Range(1, 1000));
+  memory->add_option("--temperature", o.memory.temperature,
+                     "Softmax temperature over their similarities (default 0.05)")
+      ->check(CLI::PositiveNumber);
+  memory->add_option("--weight", o.memory.weight,
+                     "How far an embedding moves toward its neighbours (default 0.75; 0: off)")
+      ->check(CLI::NonNegativeNumber);
+  add_threads(memory, o);
+  memory->callback([&] {
+    action = [&o] { run_memory({o.model_dir, o.config, o.overrides, o.memory, o.threads}); };
   });
 
   CLI::App* index = app.add_subcommand("index", "Index images under PATHs into an index dir");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,8 @@
 #include "training/evaluate.h"
 #include "training/image_store.h"
 #include "training/manifest.h"
+#include "training/memory_builder.h"
+#include "training/train_config.h"
 #include "training/trainer.h"
 
 namespace mms {
@@ -52,7 +55,7 @@ void run_train(const TrainCommand& c) {
 void run_eval(const EvalCommand& c) {
   const int32_t threads = resolve_threads(c.threads);
   set_compute_threads(threads);
-  const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir);
+  const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir, c.use_memory);
   const std::vector<Pair> pairs = read_pairs(c.manifest);
   const Split split = parse_split(c.split);
   const Gallery all = make_gallery(pairs, split);
@@ -96,11 +99,13 @@ void run_eval(const EvalCommand& c) {
   const std::vector<float> text_emb = embedder->embed_texts(gallery.texts);
   const RetrievalMetrics m = retrieval_metrics(image_emb, text_emb, embedder->dim(), gallery);
   nlohmann::json out = nlohmann::json::parse(retrieval_metrics_to_json(m));
+  out["memory"] = embedder->uses_memory();
 
   // Zero-shot classification where the manifest carries class labels.
   const ZeroShotTask task = zero_shot_task(gallery);
-  std::printf("%s split of %s: %lld images, %lld texts\n", c.split.c_str(), c.manifest.c_str(),
-              static_cast<long long>(m.n_images), static_cast<long long>(m.n_texts));
+  std::printf("%s split of %s: %lld images, %lld texts%s\n", c.split.c_str(), c.manifest.c_str(),
+              static_cast<long long>(m.n_images), static_cast<long long>(m.n_texts),
+              embedder->uses_memory() ? " (embeddings augmented by the model's memory)" : "");
   std::printf("%-12s %6s %6s %6s %8s\n", "", "R@1", "R@5", "R@10", "med.rank");
   print_direction("text->image", m.t2i);
   print_direction("image->text", m.i2t);
@@ -150,6 +155,29 @@ void run_eval(const EvalCommand& c) {
     }
     if (!f.flush()) throw Error::io("cannot write '" + c.ranks_out + "'");
   }
+}
+
+}  // namespace mms
+
+namespace mms {
+
+void run_memory(const MemoryCommand& c) {
+  const int32_t threads = resolve_threads(c.threads);
+  set_compute_threads(threads);
+  const TrainConfig config = load_train_config(c.config, c.overrides);
+  const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir, /*use_memory=*/false);
+  MemoryBuildStats stats;
+  const EmbeddingMemory memory = build_memory(*embedder, config, c.settings, threads, &stats);
+  const std::string path = (std::filesystem::path(c.model_dir) / "memory.safetensors").string();
+  write_memory(path, memory);
+  std::printf("wrote %s: %lld images, %lld texts, %lld pairs (k %d, temperature %g, weight %g)%s\n",
+              path.c_str(), static_cast<long long>(stats.images),
+              static_cast<long long>(stats.texts), static_cast<long long>(stats.pairs),
+              c.settings.k, c.settings.temperature, c.settings.weight,
+              stats.failed_images ? (", " + std::to_string(stats.failed_images) +
+                                     " image(s) could not be loaded and are left out")
+                                        .c_str()
+                                  : "");
 }
 
 }  // namespace mms

@@ -1,9 +1,10 @@
-// The model commands of the CLI: `train` and `eval`. Each returns normally or throws Error.
+// The model commands of the CLI: `train`, `eval` and `memory`. Each returns normally or throws Error.
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "encoders/memory.h"
 #include "training/evaluate.h"
 
 namespace mms {
@@ -26,7 +27,16 @@ struct EvalCommand {
   int threads = 0;
   // Also write each query's rank here, a JSON line per query (for error analysis).
   std::string ranks_out;
+  bool use_memory = true;  // false: the encoders' own embeddings, without memory.safetensors
 };
 void run_eval(const EvalCommand& command);
+
+struct MemoryCommand {
+  std::string model_dir, config;
+  std::vector<std::string> overrides;
+  MemorySettings settings;
+  int threads = 0;
+};
+void run_memory(const MemoryCommand& command);
 
 }  // namespace mms

@@ -1,0 +1,172 @@
+#include "encoders/memory.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "common/error.h"
+#include "encoders/safetensors.h"
+
+namespace mms {
+namespace {
+
+TensorData half_rows(const std::vector<float>& rows, int64_t n, int32_t dim) {
+  const torch::Tensor h =
+      torch::from_blob(const_cast<float*>(rows.data()), {n, dim}, torch::kFloat).to(torch::kHalf);
+  TensorData t;
+  t.dtype = DType::kF16;
+  t.shape = {n, dim};
+  t.bytes.resize(static_cast<size_t>(n) * dim * 2);
+  std::memcpy(t.bytes.data(), h.data_ptr(), t.bytes.size());
+  return t;
+}
+
+std::vector<float> float_rows(const TensorData& t) {
+  const int64_t n = t.shape[0], dim = t.shape[1];
+  const torch::Tensor f =
+      torch::from_blob(const_cast<uint8_t*>(t.bytes.data()), {n, dim}, torch::kHalf)
+          .to(torch::kFloat)
+          .contiguous();
+  return std::vector<float>(f.data_ptr<float>(), f.data_ptr<float>() + n * dim);
+}
+
+// Shapes agree, pair rows are in range, and every image and text row has a pair (else it
+// would have no value).
+void check_consistent(const EmbeddingMemory& m, const std::string& what) {
+  if (m.dim <= 0) throw Error::invalid_argument(what + ": dimension must be positive");
+  if (m.image_keys.size() % m.dim || m.text_keys.size() % m.dim) {
+    throw Error::invalid_argument(what + ": keys are not whole rows of " + std::to_string(m.dim));
+  }
+  const int64_t ni = m.n_images(), nt = m.n_texts();
+  if (ni == 0 || nt == 0) throw Error::invalid_argument(what + ": the memory is empty");
+  std::vector<char> image_paired(ni, 0), text_paired(nt, 0);
+  for (const auto& [i, t] : m.pairs) {
+    if (i < 0 || i >= ni || t < 0 || t >= nt) {
+      throw Error::invalid_argument(what + ": pair (" + std::to_string(i) + ", " +
+                                    std::to_string(t) + ") is outside " + std::to_string(ni) +
+                                    " images and " + std::to_string(nt) + " texts");
+    }
+    image_paired[i] = text_paired[t] = 1;
+  }
+  for (int64_t i = 0; i < ni; ++i) {
+    if (!image_paired[i]) {
+      throw Error::invalid_argument(what + ": image row " + std::to_string(i) + " has no text");
+    }
+  }
+  for (int64_t t = 0; t < nt; ++t) {
+    if (!text_paired[t]) {
+      throw Error::invalid_argument(what + ": text row " + std::to_string(t) + " has no image");
+    }
+  }
+  check_memory_settings(m.settings);
+}
+
+std::string metadata_value(const SafeTensors& st, const std::string& key,
+                           const std::string& path) {
+  auto it = st.metadata.find(key);
+  if (it == st.metadata.end()) {
+    throw Error::corrupt("memory '" + path + "': the header has no '" + key + "' setting");
+  }
+  return it->second;
+}
+
+double parse_number(const std::string& text, const std::string& key, const std::string& path) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(text, &used);
+    if (used == text.size() && std::isfinite(v)) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error::corrupt("memory '" + path + "': setting '" + key + "' is not a number: '" + text +
+                       "'");
+}
+
+}  // namespace
+
+void check_memory_settings(const MemorySettings& s) {
+  if (s.k < 1) throw Error::invalid_argument("memory k must be at least 1, got " + std::to_string(s.k));
+  if (!(s.temperature > 0) || !std::isfinite(s.temperature)) {
+    throw Error::invalid_argument("memory temperature must be positive, got " +
+                                  std::to_string(s.temperature));
+  }
+  if (!(s.weight >= 0) || !std::isfinite(s.weight)) {
+    throw Error::invalid_argument("memory weight must be 0 or more, got " +
+                                  std::to_string(s.weight));
+  }
+}
+
+void write_memory(const std::string& path, const EmbeddingMemory& m) {
+  check_consistent(m, "memory '" + path + "'");
+  SafeTensors st;
+  st.tensors["image_keys"] = half_rows(m.image_keys, m.n_images(), m.dim);
+  st.tensors["text_keys"] = half_rows(m.text_keys, m.n_texts(), m.dim);
+  TensorData pairs;
+  pairs.dtype = DType::kI32;
+  pairs.shape = {static_cast<int64_t>(m.pairs.size()), 2};
+  pairs.bytes.resize(m.pairs.size() * 8);
+  for (size_t p = 0; p < m.pairs.size(); ++p) {
+    const int32_t row[2] = {m.pairs[p].first, m.pairs[p].second};
+    std::memcpy(pairs.bytes.data() + p * 8, row, 8);  // little-endian hosts only, as the format
+  }
+  st.tensors["pairs"] = std::move(pairs);
+  st.metadata["format"] = "mmsearch-memory-1";
+  st.metadata["k"] = std::to_string(m.settings.k);
+  st.metadata["temperature"] = std::to_string(m.settings.temperature);
+  st.metadata["weight"] = std::to_string(m.settings.weight);
+  write_safetensors(path, st);
+}
+
+EmbeddingMemory read_memory(const std::string& path, int32_t dim) {
+  const SafeTensors st = read_safetensors(path);
+  if (metadata_value(st, "format", path) != "mmsearch-memory-1") {
+    throw Error::corrupt("memory '" + path + "': not an mmsearch memory (format '" +
+                         st.metadata.at("format") + "')");
+  }
+  auto rows_of = [&](const std::string& name) -> const TensorData& {
+    auto it = st.tensors.find(name);
+    if (it == st.tensors.end()) {
+      throw Error::corrupt("memory '" + path + "': tensor '" + name + "' is missing");
+    }
+    const TensorData& t = it->second;
+    if (t.dtype != DType::kF16 || t.shape.size() != 2) {
+      throw Error::corrupt("memory '" + path + "': tensor '" + name + "' must be F16 [n, dim]");
+    }
+    if (t.shape[1] != dim) {
+      throw Error::mismatch("memory '" + path + "': tensor '" + name + "' has dimension " +
+                            std::to_string(t.shape[1]) + ", the model embeds in " +
+                            std::to_string(dim) + " (a memory built with another model)");
+    }
+    return t;
+  };
+  EmbeddingMemory m;
+  m.dim = dim;
+  m.image_keys = float_rows(rows_of("image_keys"));
+  m.text_keys = float_rows(rows_of("text_keys"));
+  auto found = st.tensors.find("pairs");
+  if (found == st.tensors.end()) {
+    throw Error::corrupt("memory '" + path + "': tensor 'pairs' is missing");
+  }
+  const TensorData& pairs = found->second;
+  if (pairs.dtype != DType::kI32 || pairs.shape.size() != 2 || pairs.shape[1] != 2) {
+    throw Error::corrupt("memory '" + path + "': tensor 'pairs' must be I32 [n, 2]");
+  }
+  m.pairs.resize(pairs.shape[0]);
+  for (size_t p = 0; p < m.pairs.size(); ++p) {
+    int32_t row[2];
+    std::memcpy(row, pairs.bytes.data() + p * 8, 8);
+    m.pairs[p] = {row[0], row[1]};
+  }
+  m.settings.k = static_cast<int32_t>(parse_number(metadata_value(st, "k", path), "k", path));
+  m.settings.temperature =
+      parse_number(metadata_value(st, "temperature", path), "temperature", path);
+  m.settings.weight = parse_number(metadata_value(st, "weight", path), "weight", path);
+  try {
+    check_consistent(m, "memory '" + path + "'");
+  } catch (const Error& e) {
+    throw Error::corrupt(e.what());
+  }
+  return m;
+}
+
+}  // namespace mms

@@ -1,0 +1,58 @@
+// A memory of training pairs that both towers consult at inference (retrieval-augmented
+// embeddings, as in RA-CLIP): an image's embedding e moves toward what the captions of the
+// memory images nearest to it say, a text's toward the images of the memory texts nearest
+// to it:
+//   image:  e' = normalize(e + weight * normalize(sum_j w_j * caption_j))
+//   text:   e' = normalize(e + weight * normalize(sum_j w_j * image_j))
+// over the k memory entries j of the same modality most similar to e, with
+// w = softmax(similarity / temperature). So an image is also described by the words of the
+// training images it resembles, and a text by the pictures of the training texts it
+// resembles: each side reaches the other through a same-modality comparison, which the
+// encoders make more reliably than the cross-modal one. Embeddings stay unit vectors of the
+// model's dimension; nothing downstream changes.
+//
+// Stored as `memory.safetensors` in a MODEL_DIR: "image_keys" [Ni, dim] and "text_keys"
+// [Nt, dim] in F16 (the encoders' own embeddings of the memory's images and texts), "pairs"
+// [P, 2] I32 (image row, text row), and the settings in the header's __metadata__. An image
+// key's value is the mean of its texts' keys, a text key's value the mean of its images'
+// keys, both renormalized. Plain types only (no LibTorch).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mms {
+
+// The defaults are those chosen for the shipped model on the validation splits (README).
+struct MemorySettings {
+  int32_t k = 5;              // neighbours consulted
+  double temperature = 0.05;  // softmax temperature over their cosine similarities
+  double weight = 0.75;       // how far an embedding moves toward its neighbours' values
+};
+
+struct EmbeddingMemory {
+  int32_t dim = 0;
+  std::vector<float> image_keys;  // [n_images, dim], unit rows
+  std::vector<float> text_keys;   // [n_texts, dim], unit rows
+  std::vector<std::pair<int32_t, int32_t>> pairs;  // (image row, text row)
+  MemorySettings settings;
+
+  int64_t n_images() const { return dim ? static_cast<int64_t>(image_keys.size()) / dim : 0; }
+  int64_t n_texts() const { return dim ? static_cast<int64_t>(text_keys.size()) / dim : 0; }
+};
+
+// Throws Error::invalid_argument for settings out of range (k < 1, temperature <= 0,
+// weight < 0), naming the setting.
+void check_memory_settings(const MemorySettings& settings);
+
+// Writes atomically (temporary file + rename). Throws Error::invalid_argument for an
+// inconsistent memory (shapes, pair rows out of range, an entry without a pair).
+void write_memory(const std::string& path, const EmbeddingMemory& memory);
+
+// Throws Error::not_found / io / corrupt naming the file, Error::mismatch when its dimension
+// is not `dim` (a memory built with another model).
+EmbeddingMemory read_memory(const std::string& path, int32_t dim);
+
+}  // namespace mms

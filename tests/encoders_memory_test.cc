@@ -1,0 +1,263 @@
+// The model's memory of training pairs (encoders/memory.h) as a user of the library meets
+// it: the memory.safetensors file (round trip, and what a bad one is told), and the
+// Embedder that consults it, against the formula computed here by hand.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "encoders/embedder.h"
+#include "encoders/image_io.h"
+#include "encoders/memory.h"
+#include "encoders/safetensors.h"
+#include "error_testing.h"
+#include "index_test_support.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using mms::EmbeddingMemory;
+using mms::ErrorKind;
+using mms::testing::kind_of;
+
+std::vector<float> random_unit_rows(int64_t n, int32_t dim, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> v(static_cast<size_t>(n) * dim);
+  for (int64_t i = 0; i < n; ++i) {
+    double norm = 0;
+    for (int32_t d = 0; d < dim; ++d) norm += std::pow(v[i * dim + d] = normal(rng), 2);
+    for (int32_t d = 0; d < dim; ++d) v[i * dim + d] /= static_cast<float>(std::sqrt(norm));
+  }
+  return v;
+}
+
+std::vector<float> unit(std::vector<float> v) {
+  double norm = 0;
+  for (float x : v) norm += double(x) * x;
+  for (float& x : v) x /= static_cast<float>(std::sqrt(norm));
+  return v;
+}
+
+std::vector<float> row(const std::vector<float>& rows, int64_t i, int32_t dim) {
+  return {rows.begin() + i * dim, rows.begin() + (i + 1) * dim};
+}
+
+double dot(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += double(a[i]) * b[i];
+  return s;
+}
+
+EmbeddingMemory small_memory(int32_t dim = 8) {
+  EmbeddingMemory m;
+  m.dim = dim;
+  m.image_keys = random_unit_rows(3, dim, 1);
+  m.text_keys = random_unit_rows(2, dim, 2);
+  m.pairs = {{0, 0}, {1, 0}, {2, 1}};
+  m.settings.k = 2;
+  m.settings.temperature = 0.1;
+  m.settings.weight = 0.5;
+  return m;
+}
+
+class MemoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("mms_memory_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+TEST_F(MemoryTest, FileRoundTripKeepsKeysPairsAndSettings) {
+  const EmbeddingMemory m = small_memory();
+  const std::string path = (dir_ / "memory.safetensors").string();
+  mms::write_memory(path, m);
+  const EmbeddingMemory back = mms::read_memory(path, m.dim);
+  EXPECT_EQ(back.n_images(), 3);
+  EXPECT_EQ(back.n_texts(), 2);
+  EXPECT_EQ(back.pairs, m.pairs);
+  EXPECT_EQ(back.settings.k, 2);
+  EXPECT_DOUBLE_EQ(back.settings.temperature, 0.1);
+  EXPECT_DOUBLE_EQ(back.settings.weight, 0.5);
+  // Keys are stored in half precision: within its rounding of values below 1.
+  for (size_t i = 0; i < m.image_keys.size(); ++i) EXPECT_NEAR(back.image_keys[i], m.image_keys[i], 1e-3);
+  for (size_t i = 0; i < m.text_keys.size(); ++i) EXPECT_NEAR(back.text_keys[i], m.text_keys[i], 1e-3);
+  // It is a plain safetensors file: F16 keys, I32 pairs.
+  const mms::SafeTensors st = mms::read_safetensors(path);
+  EXPECT_EQ(st.tensors.at("image_keys").dtype, mms::DType::kF16);
+  EXPECT_EQ(st.tensors.at("pairs").shape, (std::vector<int64_t>{3, 2}));
+}
+
+TEST_F(MemoryTest, InconsistentMemoriesAndSettingsAreRefusedByName) {
+  const std::string path = (dir_ / "memory.safetensors").string();
+  EmbeddingMemory m = small_memory();
+  m.pairs.push_back({3, 0});  // image row 3 of 3
+  EXPECT_EQ(kind_of([&] { mms::write_memory(path, m); }), ErrorKind::kInvalidArgument);
+  m = small_memory();
+  m.pairs = {{0, 0}, {1, 1}};  // image 2 has no text: it would have no value
+  try {
+    mms::write_memory(path, m);
+    ADD_FAILURE() << "an image without a text was written";
+  } catch (const mms::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("image row 2 has no text"), std::string::npos) << e.what();
+  }
+  for (auto [k, temperature, weight, name] :
+       {std::tuple{0, 0.1, 0.5, "k"}, std::tuple{2, 0.0, 0.5, "temperature"},
+        std::tuple{2, 0.1, -1.0, "weight"}}) {
+    m = small_memory();
+    m.settings = {k, temperature, weight};
+    try {
+      mms::write_memory(path, m);
+      ADD_FAILURE() << name << " out of range was written";
+    } catch (const mms::Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_FALSE(fs::exists(path));
+}
+
+TEST_F(MemoryTest, ABadMemoryFileIsToldWhatIsWrong) {
+  const std::string path = (dir_ / "memory.safetensors").string();
+  mms::write_memory(path, small_memory(8));
+  // Built with a model of another dimension.
+  try {
+    mms::read_memory(path, 16);
+    ADD_FAILURE() << "a memory of dimension 8 was read as 16";
+  } catch (const mms::Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kMismatch);
+    EXPECT_NE(std::string(e.what()).find("another model"), std::string::npos) << e.what();
+  }
+  // Truncated.
+  const auto size = fs::file_size(path);
+  fs::resize_file(path, size - 5);
+  EXPECT_EQ(kind_of([&] { mms::read_memory(path, 8); }), ErrorKind::kCorrupt);
+  // A weights file (no memory format in its header) in the memory's place.
+  mms::SafeTensors st;
+  mms::TensorData t;
+  t.dtype = mms::DType::kF32;
+  t.shape = {2};
+  t.bytes.resize(8);
+  st.tensors["w"] = t;
+  mms::write_safetensors(path, st);
+  try {
+    mms::read_memory(path, 8);
+    ADD_FAILURE() << "a weights file was read as a memory";
+  } catch (const mms::Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kCorrupt);
+    EXPECT_NE(std::string(e.what()).find("format"), std::string::npos) << e.what();
+  }
+  // A pair pointing past the keys, written by hand past write_memory's checks.
+  mms::write_memory(path, small_memory(8));
+  st = mms::read_safetensors(path);
+  int32_t bad_row[2] = {7, 0};
+  std::memcpy(st.tensors.at("pairs").bytes.data(), bad_row, 8);
+  mms::write_safetensors(path, st);
+  EXPECT_EQ(kind_of([&] { mms::read_memory(path, 8); }), ErrorKind::kCorrupt);
+  EXPECT_EQ(kind_of([&] { mms::read_memory((dir_ / "none").string(), 8); }), ErrorKind::kNotFound);
+}
+
+// The Embedder with a memory: each embedding is what the formula in memory.h says, computed
+// here from the encoders' own embeddings, the keys and the pairs.
+TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
+  const fs::path model = dir_ / "model";
+  mms::testing::make_tiny_model(model);
+  const auto plain = mms::Embedder::load(model.string(), /*use_memory=*/false);
+  const int32_t dim = plain->dim(), s = plain->image_size();
+  EXPECT_FALSE(plain->uses_memory());
+
+  // Four images, two texts; the memory holds images 0..2 (0 and 1 captioned by text 0) and
+  // the texts "a red circle" and "a blue square".
+  std::vector<float> pixels(4 * 3 * size_t(s) * s);
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0, 1);
+  for (float& p : pixels) p = u(rng);
+  const std::vector<float> images = plain->embed_pixels(pixels.data(), 4);
+  const std::vector<std::string> texts = {"a red circle", "a blue square"};
+  const std::vector<float> text_emb = plain->embed_texts(texts);
+  EmbeddingMemory m;
+  m.dim = dim;
+  m.image_keys = {images.begin(), images.begin() + 3 * dim};
+  m.text_keys = text_emb;
+  m.pairs = {{0, 0}, {1, 0}, {2, 1}};
+  m.settings = {2, 0.1, 0.5};
+  mms::write_memory((model / "memory.safetensors").string(), m);
+  const EmbeddingMemory stored = mms::read_memory((model / "memory.safetensors").string(), dim);
+
+  const auto with = mms::Embedder::load(model.string());
+  EXPECT_TRUE(with->uses_memory());
+  EXPECT_NE(with->fingerprint(), plain->fingerprint());  // indexes of one refuse the other
+
+  // expected(e) = unit(e + weight * unit(sum over the 2 nearest keys of softmax(sim/T) * value))
+  auto expected = [&](const std::vector<float>& e, const std::vector<float>& keys,
+                      const std::vector<std::vector<float>>& values) {
+    std::vector<std::pair<double, int>> sims;
+    for (size_t j = 0; j < values.size(); ++j) sims.push_back({dot(e, row(keys, j, dim)), int(j)});
+    std::sort(sims.rbegin(), sims.rend());
+    const double w0 = 1.0, w1 = std::exp((sims[1].first - sims[0].first) / 0.1);
+    std::vector<float> mix(dim);
+    for (int32_t d = 0; d < dim; ++d)
+      mix[d] = static_cast<float>((w0 * values[sims[0].second][d] + w1 * values[sims[1].second][d]) /
+                                  (w0 + w1));
+    mix = unit(mix);
+    std::vector<float> out(dim);
+    for (int32_t d = 0; d < dim; ++d) out[d] = e[d] + 0.5f * mix[d];
+    return unit(out);
+  };
+  // Values: an image's is its text's key; text 0's is the mean of image keys 0 and 1.
+  const std::vector<std::vector<float>> image_values = {
+      unit(row(stored.text_keys, 0, dim)), unit(row(stored.text_keys, 0, dim)),
+      unit(row(stored.text_keys, 1, dim))};
+  std::vector<float> t0(dim);
+  for (int32_t d = 0; d < dim; ++d) t0[d] = stored.image_keys[d] + stored.image_keys[dim + d];
+  const std::vector<std::vector<float>> text_values = {unit(t0), unit(row(stored.image_keys, 2, dim))};
+
+  const std::vector<float> got_images = with->embed_pixels(pixels.data(), 4);
+  for (int64_t i = 0; i < 4; ++i) {  // image 3 is not in the memory; it is augmented all the same
+    const std::vector<float> want = expected(row(images, i, dim), stored.image_keys, image_values);
+    const std::vector<float> got = row(got_images, i, dim);
+    for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(got[d], want[d], 1e-4) << "image " << i;
+    EXPECT_NEAR(dot(got, got), 1.0, 1e-5);
+  }
+  const std::vector<std::string> queries = {"a red circle", "the green star 7"};
+  const std::vector<float> plain_queries = plain->embed_texts(queries);
+  const std::vector<float> got_texts = with->embed_texts(queries);
+  for (int64_t i = 0; i < 2; ++i) {
+    const std::vector<float> want = expected(row(plain_queries, i, dim), stored.text_keys, text_values);
+    for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(got_texts[i * dim + d], want[d], 1e-4) << "text " << i;
+  }
+
+  // Without the memory (asked for, or weight 0) the encoders' own embeddings come back.
+  EXPECT_EQ(mms::Embedder::load(model.string(), false)->embed_texts(queries), plain_queries);
+  m.settings.weight = 0;
+  mms::write_memory((model / "memory.safetensors").string(), m);
+  const auto off = mms::Embedder::load(model.string());
+  EXPECT_FALSE(off->uses_memory());
+  EXPECT_EQ(off->embed_texts(queries), plain_queries);
+  EXPECT_EQ(off->fingerprint(), plain->fingerprint());
+}
+
+TEST_F(MemoryTest, AModelRefusesAMemoryOfAnotherDimension) {
+  const fs::path model = dir_ / "model";
+  mms::testing::make_tiny_model(model);
+  const int32_t dim = mms::Embedder::load(model.string())->dim();
+  mms::write_memory((model / "memory.safetensors").string(), small_memory(dim + 1));
+  EXPECT_EQ(kind_of([&] { mms::Embedder::load(model.string()); }), ErrorKind::kMismatch);
+  // The encoders alone still load.
+  EXPECT_FALSE(mms::Embedder::load(model.string(), false)->uses_memory());
+}
+
+}  // namespace

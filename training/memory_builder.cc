@@ -1,0 +1,121 @@
+#include "training/memory_builder.h"
+
+#include <algorithm>
+#include <iostream>
+#include <random>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "common/error.h"
+#include "training/augment.h"
+#include "training/image_store.h"
+#include "training/manifest.h"
+
+namespace mms {
+namespace {
+
+constexpr int64_t kImageChunk = 512;  // images embedded at once: bounds the float pixel buffer
+
+// The train pairs of one source, limited to `cap` of its images (0: all) by a seeded sample.
+std::vector<Pair> train_pairs(const TrainDataSource& source, uint64_t seed) {
+  std::vector<Pair> pairs;
+  for (Pair& p : read_pairs(source.path)) {
+    if (p.split == Split::kTrain) pairs.push_back(std::move(p));
+  }
+  if (pairs.empty()) {
+    throw Error::invalid_argument("memory: training data '" + source.path + "' has no train pairs");
+  }
+  if (source.max_per_epoch <= 0) return pairs;
+  std::vector<std::string> images;
+  std::unordered_set<std::string> seen;
+  for (const Pair& p : pairs) {
+    if (seen.insert(p.image).second) images.push_back(p.image);
+  }
+  if (static_cast<int64_t>(images.size()) <= source.max_per_epoch) return pairs;
+  std::mt19937_64 rng(seed);
+  std::shuffle(images.begin(), images.end(), rng);
+  const std::unordered_set<std::string> kept(images.begin(), images.begin() + source.max_per_epoch);
+  std::vector<Pair> out;
+  for (Pair& p : pairs) {
+    if (kept.count(p.image)) out.push_back(std::move(p));
+  }
+  return out;
+}
+
+}  // namespace
+
+EmbeddingMemory build_memory(const Embedder& embedder, const TrainConfig& config,
+                             const MemorySettings& settings, int32_t threads,
+                             MemoryBuildStats* stats) {
+  check_memory_settings(settings);
+  if (embedder.uses_memory()) {
+    throw Error::invalid_argument(
+        "memory: the model must be loaded without its memory (keys are the encoders' own "
+        "embeddings)");
+  }
+  if (config.data.empty()) throw Error::invalid_argument("memory: the config names no data");
+  std::vector<Pair> pairs;
+  for (size_t s = 0; s < config.data.size(); ++s) {
+    std::vector<Pair> p = train_pairs(config.data[s], config.seed + s);
+    pairs.insert(pairs.end(), std::make_move_iterator(p.begin()), std::make_move_iterator(p.end()));
+  }
+
+  std::vector<std::string> paths;
+  std::unordered_map<std::string, int32_t> image_row;
+  for (const Pair& p : pairs) {
+    if (image_row.emplace(p.image, static_cast<int32_t>(paths.size())).second) {
+      paths.push_back(p.image);
+    }
+  }
+  const int32_t side = embedder.image_size();
+  const ImageStore store = build_image_store(paths, side, threads, config.cache_dir);
+
+  // Loaded images get memory rows in order; failed ones drop out with their pairs.
+  EmbeddingMemory m;
+  m.dim = embedder.dim();
+  m.settings = settings;
+  std::vector<int32_t> row_of_path(paths.size(), -1);
+  std::vector<size_t> loaded;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    if (store.errors[i].empty()) {
+      row_of_path[i] = static_cast<int32_t>(loaded.size());
+      loaded.push_back(i);
+    }
+  }
+  std::vector<std::string> texts;
+  std::unordered_map<std::string, int32_t> text_row;
+  std::unordered_set<int64_t> seen_pairs;
+  for (const Pair& p : pairs) {
+    const int32_t i = row_of_path[image_row.at(p.image)];
+    if (i < 0) continue;
+    auto [it, added] = text_row.emplace(p.caption, static_cast<int32_t>(texts.size()));
+    if (added) texts.push_back(p.caption);
+    if (seen_pairs.insert((static_cast<int64_t>(i) << 32) | it->second).second) {
+      m.pairs.emplace_back(i, it->second);
+    }
+  }
+  if (loaded.empty()) throw Error::invalid_argument("memory: no training image could be loaded");
+
+  m.image_keys.reserve(loaded.size() * m.dim);
+  std::vector<float> pixels;
+  for (size_t start = 0; start < loaded.size(); start += kImageChunk) {
+    const size_t n = std::min<size_t>(kImageChunk, loaded.size() - start);
+    pixels.resize(n * 3 * size_t(side) * side);
+    for (size_t j = 0; j < n; ++j) {
+      plain_image(store.image(loaded[start + j]), store.side, side,
+                  pixels.data() + j * 3 * size_t(side) * side);
+    }
+    const std::vector<float> e = embedder.embed_pixels(pixels.data(), static_cast<int64_t>(n));
+    m.image_keys.insert(m.image_keys.end(), e.begin(), e.end());
+  }
+  m.text_keys = embedder.embed_texts(texts);
+  if (stats) {
+    stats->images = m.n_images();
+    stats->texts = m.n_texts();
+    stats->pairs = static_cast<int64_t>(m.pairs.size());
+    stats->failed_images = static_cast<int64_t>(paths.size() - loaded.size());
+  }
+  return m;
+}
+
+}  // namespace mms
