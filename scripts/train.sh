@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Reproduces the shipped default model (data/models/default/) end to end on a CPU machine:
-# set-up, fetch and prepare the data, train the tokenizer, train the dual encoder, evaluate
-# it on the three test splits, and install the result.
+# set-up, fetch and prepare the data, train the tokenizer, train the dual encoder, build its
+# memory of training pairs, evaluate it on the three test splits (with and without the
+# memory), and install the result.
 #   scripts/train.sh                      # the default model
 #   RUN_DIR=runs/x scripts/train.sh --set train.epochs=2   # extra args go to `mmsearch train`
+#                                         # (and the --set ones to `mmsearch memory` too)
 # A run that is interrupted resumes from its last checkpoint when started again.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,23 +44,43 @@ resume=()
 "$mms" train --config "$config" --out "$run" --set "tokenizer=$run/tokenizer.model" \
   "${resume[@]}" "$@"
 
+# The model's memory of training pairs (encoders/memory.h), from the same data and overrides.
+sets=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --set) sets+=(--set "$2"); shift 2 ;;
+    --set=*) sets+=("$1"); shift ;;
+    *) shift ;;
+  esac
+done
+"$mms" memory --model "$run/model" --config "$config" --set "tokenizer=$run/tokenizer.model" \
+  "${sets[@]}"
+
+# Test figures with the memory (what the model answers) and without (the encoders alone).
 for set in emoji openclipart fashion_mnist; do
   "$mms" eval --model "$run/model" --manifest "data/manifests/$set.jsonl" \
     --json "$run/test_$set.json" --zero-shot-template "a photo of {}"
+  "$mms" eval --model "$run/model" --manifest "data/manifests/$set.jsonl" --no-memory \
+    --json "$run/test_${set}_no_memory.json" --zero-shot-template "a photo of {}"
 done
 
 /usr/bin/python3 - "$run" <<'PY'
 import json, sys, os
 run = sys.argv[1]
-out = {}
-for name in ("emoji", "openclipart", "fashion_mnist"):
-    with open(f"{run}/test_{name}.json") as f:
-        m = json.load(f)
-    acc = m.pop("zero_shot_acc", None)
-    m.pop("zero_shot_classes", None)
-    out[name] = m
-    if acc is not None:
-        out[f"{name}_zero_shot_acc"] = acc
+def figures(suffix):
+    out = {}
+    for name in ("emoji", "openclipart", "fashion_mnist"):
+        with open(f"{run}/test_{name}{suffix}.json") as f:
+            m = json.load(f)
+        acc = m.pop("zero_shot_acc", None)
+        m.pop("zero_shot_classes", None)
+        m.pop("memory", None)
+        out[name] = m
+        if acc is not None:
+            out[f"{name}_zero_shot_acc"] = acc
+    return out
+out = figures("")
+out["without_memory"] = figures("_no_memory")
 with open(f"{run}/model/eval.json.tmp", "w") as f:
     json.dump(out, f, indent=2)
     f.write("\n")
@@ -67,7 +89,7 @@ PY
 
 mkdir -p "$install_to"
 cp "$run/model/config.json" "$run/model/model.safetensors" "$run/model/tokenizer.model" \
-  "$run/model/eval.json" "$install_to/"
+  "$run/model/memory.safetensors" "$run/model/eval.json" "$install_to/"
 cp "$run/train_config.json" "$install_to/train_config.json"
 echo "train.sh: installed $install_to in $(( ($(date +%s) - start) / 60 )) min"
 cat "$install_to/eval.json"
