@@ -80,7 +80,8 @@ struct Embedder::Impl {
 Embedder::Embedder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Embedder::~Embedder() = default;
 
-std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_memory) {
+std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_memory,
+                                         const MemoryOverrides& overrides) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(model_dir)) {
     throw Error::not_found("model directory '" + model_dir + "' does not exist");
@@ -103,11 +104,17 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_
   std::optional<MemoryTensors> memory;
   const std::string memory_path = (fs::path(model_dir) / "memory.safetensors").string();
   if (use_memory && fs::exists(memory_path)) {
-    const EmbeddingMemory m = read_memory(memory_path, config.embed_dim);
+    EmbeddingMemory m = read_memory(memory_path, config.embed_dim);
+    m.settings = overrides.applied_to(m.settings);
+    check_memory_settings(m.settings);
     if (m.settings.weight > 0) {
       memory = memory_tensors(m);
       const std::string memory_bytes = read_bytes(memory_path);
       hash = fnv1a64(memory_bytes.data(), memory_bytes.size(), hash);
+      const std::string settings = std::to_string(m.settings.k) + "/" +
+                                   std::to_string(m.settings.temperature) + "/" +
+                                   std::to_string(m.settings.weight);
+      hash = fnv1a64(settings.data(), settings.size(), hash);
     }
   }
   auto impl = std::unique_ptr<Impl>(

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "encoders/memory.h"
 #include "encoders/model_config.h"
 #include "tokenizer/tokenizer.h"
 
@@ -19,16 +20,19 @@ class Embedder {
   // Throws Error::not_found for a missing MODEL_DIR or file, Error::corrupt / mismatch for
   // weights that do not fit the config, each naming the file. Where the MODEL_DIR holds a
   // memory.safetensors (encoders/memory.h) and use_memory is set, every embedding is
-  // augmented by that memory; with use_memory false the encoders' own embeddings come back.
-  static std::unique_ptr<Embedder> load(const std::string& model_dir, bool use_memory = true);
+  // augmented by that memory (with `overrides` replacing its stored settings where given;
+  // Error::invalid_argument when they are out of range); with use_memory false the
+  // encoders' own embeddings come back.
+  static std::unique_ptr<Embedder> load(const std::string& model_dir, bool use_memory = true,
+                                        const MemoryOverrides& overrides = {});
   ~Embedder();
 
   const ModelConfig& config() const;
   const Tokenizer& tokenizer() const;
   int32_t dim() const;         // embedding size (config().embed_dim)
   int32_t image_size() const;  // side of the square input preprocess_image must produce
-  // Identifies the weights (a hash of model.safetensors, and of memory.safetensors when it
-  // is used): indexes built with one model refuse another.
+  // Identifies the weights (a hash of model.safetensors, and of memory.safetensors and its
+  // settings when it is used): indexes built with one model refuse another.
   const std::string& fingerprint() const;
   // Whether embeddings are augmented by the MODEL_DIR's memory.
   bool uses_memory() const;

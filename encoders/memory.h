@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,6 +31,19 @@ struct MemorySettings {
   int32_t k = 5;              // neighbours consulted
   double temperature = 0.05;  // softmax temperature over their cosine similarities
   double weight = 0.75;       // how far an embedding moves toward its neighbours' values
+};
+
+// Settings to use instead of a memory file's own, each where given (to tune them on a
+// validation split without rebuilding the memory).
+struct MemoryOverrides {
+  std::optional<int32_t> k;
+  std::optional<double> temperature, weight;
+  MemorySettings applied_to(MemorySettings s) const {
+    if (k) s.k = *k;
+    if (temperature) s.temperature = *temperature;
+    if (weight) s.weight = *weight;
+    return s;
+  }
 };
 
 struct EmbeddingMemory {

@@ -61,6 +61,7 @@ struct Options {
   int nprobe = 16, ef_search = 64;
   // memory
   MemorySettings memory;
+  MemoryOverrides memory_overrides;
   bool no_memory = false;
   // tokenizer-train
   std::string corpus, tokenizer_out;
@@ -129,6 +130,15 @@ int run_cli(int argc, char** argv) {
                    "\"image\", \"rank\"} (1 = its best relevant item came first)");
   eval->add_flag("--no-memory", o.no_memory,
                  "Score the encoders' own embeddings, without the model's memory.safetensors");
+  eval->add_option("--memory-k", o.memory_overrides.k,
+                   "Use this many memory neighbours instead of the memory's own setting")
+      ->check(CLI::Range(1, 1000));
+  eval->add_option("--memory-temperature", o.memory_overrides.temperature,
+                   "Use this softmax temperature instead of the memory's own setting")
+      ->check(CLI::PositiveNumber);
+  eval->add_option("--memory-weight", o.memory_overrides.weight,
+                   "Use this weight instead of the memory's own setting (0: no memory)")
+      ->check(CLI::NonNegativeNumber);
   eval->add_option("--split", o.split, "Which split to evaluate (default: test)")
       ->check(CLI::IsMember({"train", "val", "test"}));
   eval->add_option("--zero-shot-template", o.zero_shot_templates,
@@ -140,7 +150,7 @@ int run_cli(int argc, char** argv) {
   eval->callback([&] {
     action = [&o] {
       run_eval({o.model_dir, o.manifest, o.json_out, o.split, o.zero_shot_templates, o.threads,
-                o.ranks_out, !o.no_memory});
+                o.ranks_out, !o.no_memory, o.memory_overrides});
     };
   });
 

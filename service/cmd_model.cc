@@ -55,7 +55,7 @@ void run_train(const TrainCommand& c) {
 void run_eval(const EvalCommand& c) {
   const int32_t threads = resolve_threads(c.threads);
   set_compute_threads(threads);
-  const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir, c.use_memory);
+  const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir, c.use_memory, c.memory_overrides);
   const std::vector<Pair> pairs = read_pairs(c.manifest);
   const Split split = parse_split(c.split);
   const Gallery all = make_gallery(pairs, split);

@@ -28,6 +28,7 @@ struct EvalCommand {
   // Also write each query's rank here, a JSON line per query (for error analysis).
   std::string ranks_out;
   bool use_memory = true;  // false: the encoders' own embeddings, without memory.safetensors
+  MemoryOverrides memory_overrides;  // instead of the memory's stored settings, where given
 };
 void run_eval(const EvalCommand& command);
 

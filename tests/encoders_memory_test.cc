@@ -240,6 +240,28 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
     for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(got_texts[i * dim + d], want[d], 1e-4) << "text " << i;
   }
 
+  // Settings given at load replace the stored ones: with k = 1 an image moves toward its
+  // single nearest key's value (image 2 is its own nearest key: toward text 1).
+  mms::MemoryOverrides one;
+  one.k = 1;
+  const auto nearest = mms::Embedder::load(model.string(), true, one);
+  EXPECT_NE(nearest->fingerprint(), with->fingerprint());
+  {
+    const std::vector<float> e = row(images, 2, dim), v = unit(row(stored.text_keys, 1, dim));
+    std::vector<float> want(dim);
+    for (int32_t d = 0; d < dim; ++d) want[d] = e[d] + 0.5f * v[d];
+    want = unit(want);
+    const std::vector<float> got = nearest->embed_pixels(pixels.data() + 2 * 3 * size_t(s) * s, 1);
+    for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(got[d], want[d], 1e-4);
+  }
+  mms::MemoryOverrides bad;
+  bad.temperature = 0.0;
+  EXPECT_EQ(kind_of([&] { mms::Embedder::load(model.string(), true, bad); }),
+            ErrorKind::kInvalidArgument);
+  mms::MemoryOverrides zero;
+  zero.weight = 0.0;
+  EXPECT_FALSE(mms::Embedder::load(model.string(), true, zero)->uses_memory());
+
   // Without the memory (asked for, or weight 0) the encoders' own embeddings come back.
   EXPECT_EQ(mms::Embedder::load(model.string(), false)->embed_texts(queries), plain_queries);
   m.settings.weight = 0;
