@@ -28,9 +28,9 @@ namespace mms {
 
 // The defaults are those chosen for the shipped model on the validation splits (README).
 struct MemorySettings {
-  int32_t k = 5;              // neighbours consulted
+  int32_t k = 3;              // neighbours consulted
   double temperature = 0.05;  // softmax temperature over their cosine similarities
-  double weight = 0.75;       // how far an embedding moves toward its neighbours' values
+  double weight = 0.5;        // how far an embedding moves toward its neighbours' values
 };
 
 // Settings to use instead of a memory file's own, each where given (to tune them on a

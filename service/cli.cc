@@ -161,13 +161,13 @@ int run_cli(int argc, char** argv) {
                      "Training config whose data's train pairs fill the memory")
       ->required();
   memory->add_option("--set", o.overrides, "Override a config value: key=value (repeatable)");
-  memory->add_option("--k", o.memory.k, "Neighbours each embedding consults (default 5)")
+  memory->add_option("--k", o.memory.k, "Neighbours each embedding consults (default 3)")
       ->check(CLI::Range(1, 1000));
   memory->add_option("--temperature", o.memory.temperature,
                      "Softmax temperature over their similarities (default 0.05)")
       ->check(CLI::PositiveNumber);
   memory->add_option("--weight", o.memory.weight,
-                     "How far an embedding moves toward its neighbours (default 0.75; 0: off)")
+                     "How far an embedding moves toward its neighbours (default 0.5; 0: off)")
       ->check(CLI::NonNegativeNumber);
   add_threads(memory, o);
   memory->callback([&] {
