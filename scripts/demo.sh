@@ -20,7 +20,9 @@ fi
 echo "demo: the shipped model on the Open Clip Art test split (recall in percent):"
 build/mmsearch eval --model "$model" --manifest data/manifests/openclipart.jsonl
 
-build/mmsearch index --index "$index_dir" --model "$model" "$images"
+# --reembed: an index left by an earlier shipped model is moved into this model's space
+# (a no-op when it is already there).
+build/mmsearch index --index "$index_dir" --model "$model" --reembed "$images"
 echo "demo: a search from the terminal:"
 build/mmsearch search --index "$index_dir" --model "$model" --text "a red apple" -k 5
 echo "demo: serving on http://127.0.0.1:8080 (Ctrl-C stops it)"
