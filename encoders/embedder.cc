@@ -104,12 +104,14 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_
   std::optional<MemoryTensors> memory;
   const std::string memory_path = (fs::path(model_dir) / "memory.safetensors").string();
   if (use_memory && fs::exists(memory_path)) {
-    EmbeddingMemory m = read_memory(memory_path, config.embed_dim);
+    const std::string memory_bytes = read_bytes(memory_path);
+    EmbeddingMemory m =
+        parse_memory(reinterpret_cast<const uint8_t*>(memory_bytes.data()), memory_bytes.size(),
+                     memory_path, config.embed_dim);
     m.settings = overrides.applied_to(m.settings);
     check_memory_settings(m.settings);
     if (m.settings.weight > 0) {
       memory = memory_tensors(m);
-      const std::string memory_bytes = read_bytes(memory_path);
       hash = fnv1a64(memory_bytes.data(), memory_bytes.size(), hash);
       const std::string settings = std::to_string(m.settings.k) + "/" +
                                    std::to_string(m.settings.temperature) + "/" +

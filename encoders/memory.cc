@@ -82,6 +82,9 @@ double parse_number(const std::string& text, const std::string& key, const std::
                        "'");
 }
 
+// A parsed memory file's tensors and settings, checked; `path` names it in errors.
+EmbeddingMemory from_safetensors(const SafeTensors& st, const std::string& path, int32_t dim);
+
 }  // namespace
 
 void check_memory_settings(const MemorySettings& s) {
@@ -118,7 +121,17 @@ void write_memory(const std::string& path, const EmbeddingMemory& m) {
 }
 
 EmbeddingMemory read_memory(const std::string& path, int32_t dim) {
-  const SafeTensors st = read_safetensors(path);
+  return from_safetensors(read_safetensors(path), path, dim);
+}
+
+EmbeddingMemory parse_memory(const uint8_t* data, size_t size, const std::string& name,
+                             int32_t dim) {
+  return from_safetensors(parse_safetensors(data, size, name), name, dim);
+}
+
+namespace {
+
+EmbeddingMemory from_safetensors(const SafeTensors& st, const std::string& path, int32_t dim) {
   if (metadata_value(st, "format", path) != "mmsearch-memory-1") {
     throw Error::corrupt("memory '" + path + "': not an mmsearch memory (format '" +
                          st.metadata.at("format") + "')");
@@ -168,5 +181,7 @@ EmbeddingMemory read_memory(const std::string& path, int32_t dim) {
   }
   return m;
 }
+
+}  // namespace
 
 }  // namespace mms

@@ -18,6 +18,7 @@
 // keys, both renormalized. Plain types only (no LibTorch).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -68,5 +69,8 @@ void write_memory(const std::string& path, const EmbeddingMemory& memory);
 // Throws Error::not_found / io / corrupt naming the file, Error::mismatch when its dimension
 // is not `dim` (a memory built with another model).
 EmbeddingMemory read_memory(const std::string& path, int32_t dim);
+// The same, from the file's bytes in data[0, size) (`name` names it in errors).
+EmbeddingMemory parse_memory(const uint8_t* data, size_t size, const std::string& name,
+                             int32_t dim);
 
 }  // namespace mms
