@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -59,14 +60,34 @@ struct Options {
   int threads = default_threads();
   int batch_size = 64;
   int nprobe = 16, ef_search = 64;
-  // memory
-  MemorySettings memory;
-  MemoryOverrides memory_overrides;
+  // memory (the subcommand's settings; eval's overrides of a memory's own)
+  MemoryOverrides memory, memory_overrides;
   bool no_memory = false;
   // tokenizer-train
   std::string corpus, tokenizer_out;
   int vocab_size = 8000;
 };
+
+// --PREFIXk, --PREFIXtemperature, --PREFIXweight: a memory's settings (encoders/memory.h),
+// each help text ending in `which` (and the default, where `defaults` is given).
+void add_memory_settings(CLI::App* cmd, const std::string& prefix, MemoryOverrides& m,
+                         const std::string& which, const MemorySettings* defaults = nullptr) {
+  auto help = [&](const std::string& what, double value) {
+    std::ostringstream s;
+    s << what << ", " << which;
+    if (defaults) s << " (default " << value << ")";
+    return s.str();
+  };
+  const MemorySettings d = defaults ? *defaults : MemorySettings{};
+  cmd->add_option(prefix + "k", m.k, help("Memory neighbours each embedding consults", d.k))
+      ->check(CLI::Range(1, 1000));
+  cmd->add_option(prefix + "temperature", m.temperature,
+                  help("Softmax temperature over their similarities", d.temperature))
+      ->check(CLI::PositiveNumber);
+  cmd->add_option(prefix + "weight", m.weight,
+                  help("How far an embedding moves toward its neighbours (0: not at all)", d.weight))
+      ->check(CLI::NonNegativeNumber);
+}
 
 void add_threads(CLI::App* cmd, Options& o) {
   cmd->add_option("--threads", o.threads, "Worker threads (default: all cores)")
@@ -130,15 +151,8 @@ int run_cli(int argc, char** argv) {
                    "\"image\", \"rank\"} (1 = its best relevant item came first)");
   eval->add_flag("--no-memory", o.no_memory,
                  "Score the encoders' own embeddings, without the model's memory.safetensors");
-  eval->add_option("--memory-k", o.memory_overrides.k,
-                   "Use this many memory neighbours instead of the memory's own setting")
-      ->check(CLI::Range(1, 1000));
-  eval->add_option("--memory-temperature", o.memory_overrides.temperature,
-                   "Use this softmax temperature instead of the memory's own setting")
-      ->check(CLI::PositiveNumber);
-  eval->add_option("--memory-weight", o.memory_overrides.weight,
-                   "Use this weight instead of the memory's own setting (0: no memory)")
-      ->check(CLI::NonNegativeNumber);
+  add_memory_settings(eval, "--memory-", o.memory_overrides,
+                      "instead of the memory's own setting");
   eval->add_option("--split", o.split, "Which split to evaluate (default: test)")
       ->check(CLI::IsMember({"train", "val", "test"}));
   eval->add_option("--zero-shot-template", o.zero_shot_templates,
@@ -161,14 +175,8 @@ int run_cli(int argc, char** argv) {
                      "Training config whose data's train pairs fill the memory")
       ->required();
   memory->add_option("--set", o.overrides, "Override a config value: key=value (repeatable)");
-  memory->add_option("--k", o.memory.k, "Neighbours each embedding consults (default 3)")
-      ->check(CLI::Range(1, 1000));
-  memory->add_option("--temperature", o.memory.temperature,
-                     "Softmax temperature over their similarities (default 0.05)")
-      ->check(CLI::PositiveNumber);
-  memory->add_option("--weight", o.memory.weight,
-                     "How far an embedding moves toward its neighbours (default 0.5; 0: off)")
-      ->check(CLI::NonNegativeNumber);
+  const MemorySettings memory_defaults;
+  add_memory_settings(memory, "--", o.memory, "stored in the memory", &memory_defaults);
   add_threads(memory, o);
   memory->callback([&] {
     action = [&o] { run_memory({o.model_dir, o.config, o.overrides, o.memory, o.threads}); };

@@ -12,7 +12,6 @@
 
 #include "common/error.h"
 #include "encoders/embedder.h"
-#include "training/augment.h"
 #include "training/evaluate.h"
 #include "training/image_store.h"
 #include "training/manifest.h"
@@ -89,13 +88,9 @@ void run_eval(const EvalCommand& c) {
     }
     gallery = make_gallery(kept, split);
   }
-  std::vector<float> pixels(gallery.images.size() * 3 * size_t(s) * s);
-  for (size_t i = 0; i < gallery.images.size(); ++i) {
-    plain_image(store.image(store_index.at(gallery.images[i])), store.side, s,
-                pixels.data() + i * 3 * size_t(s) * s);
-  }
-  const std::vector<float> image_emb =
-      embedder->embed_pixels(pixels.data(), static_cast<int64_t>(gallery.images.size()));
+  std::vector<size_t> rows;
+  for (const std::string& image : gallery.images) rows.push_back(store_index.at(image));
+  const std::vector<float> image_emb = embed_stored_images(*embedder, store, rows);
   const std::vector<float> text_emb = embedder->embed_texts(gallery.texts);
   const RetrievalMetrics m = retrieval_metrics(image_emb, text_emb, embedder->dim(), gallery);
   nlohmann::json out = nlohmann::json::parse(retrieval_metrics_to_json(m));
@@ -157,27 +152,24 @@ void run_eval(const EvalCommand& c) {
   }
 }
 
-}  // namespace mms
-
-namespace mms {
-
 void run_memory(const MemoryCommand& c) {
   const int32_t threads = resolve_threads(c.threads);
   set_compute_threads(threads);
   const TrainConfig config = load_train_config(c.config, c.overrides);
   const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir, /*use_memory=*/false);
+  const MemorySettings settings = c.settings.applied_to(MemorySettings{});
   MemoryBuildStats stats;
-  const EmbeddingMemory memory = build_memory(*embedder, config, c.settings, threads, &stats);
+  const EmbeddingMemory memory = build_memory(*embedder, config, settings, threads, &stats);
   const std::string path = (std::filesystem::path(c.model_dir) / "memory.safetensors").string();
   write_memory(path, memory);
-  std::printf("wrote %s: %lld images, %lld texts, %lld pairs (k %d, temperature %g, weight %g)%s\n",
+  std::printf("wrote %s: %lld images, %lld texts, %lld pairs (k %d, temperature %g, weight %g)\n",
               path.c_str(), static_cast<long long>(stats.images),
-              static_cast<long long>(stats.texts), static_cast<long long>(stats.pairs),
-              c.settings.k, c.settings.temperature, c.settings.weight,
-              stats.failed_images ? (", " + std::to_string(stats.failed_images) +
-                                     " image(s) could not be loaded and are left out")
-                                        .c_str()
-                                  : "");
+              static_cast<long long>(stats.texts), static_cast<long long>(stats.pairs), settings.k,
+              settings.temperature, settings.weight);
+  if (stats.failed_images) {
+    std::printf("%lld image(s) could not be loaded and are left out\n",
+                static_cast<long long>(stats.failed_images));
+  }
 }
 
 }  // namespace mms

@@ -1,4 +1,5 @@
-// The model commands of the CLI: `train`, `eval` and `memory`. Each returns normally or throws Error.
+// The model commands of the CLI: `train`, `eval` and `memory`. Each returns normally or
+// throws Error.
 #pragma once
 
 #include <string>
@@ -35,7 +36,7 @@ void run_eval(const EvalCommand& command);
 struct MemoryCommand {
   std::string model_dir, config;
   std::vector<std::string> overrides;
-  MemorySettings settings;
+  MemoryOverrides settings;  // what differs from MemorySettings' defaults
   int threads = 0;
 };
 void run_memory(const MemoryCommand& command);

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "common/error.h"
 #include "common/hash.h"
 #include "encoders/image_io.h"
+#include "training/augment.h"
 
 namespace mms {
 namespace {
@@ -117,6 +119,25 @@ ImageStore build_image_store(const std::vector<std::string>& paths, int32_t side
   for (std::thread& t : pool) t.join();
   if (!cache_file.empty()) write_cache(cache_file, store);
   return store;
+}
+
+std::vector<float> embed_stored_images(const Embedder& embedder, const ImageStore& store,
+                                       const std::vector<size_t>& rows) {
+  constexpr size_t kChunk = 512;  // images converted at once: 512 x 3 x 64 x 64 floats = 25 MB
+  const int32_t s = embedder.image_size();
+  const size_t floats_per_image = 3 * size_t(s) * s;
+  std::vector<float> out, pixels;
+  out.reserve(rows.size() * embedder.dim());
+  for (size_t start = 0; start < rows.size(); start += kChunk) {
+    const size_t n = std::min(kChunk, rows.size() - start);
+    pixels.resize(n * floats_per_image);
+    for (size_t j = 0; j < n; ++j) {
+      plain_image(store.image(rows[start + j]), store.side, s, pixels.data() + j * floats_per_image);
+    }
+    const std::vector<float> e = embedder.embed_pixels(pixels.data(), static_cast<int64_t>(n));
+    out.insert(out.end(), e.begin(), e.end());
+  }
+  return out;
 }
 
 }  // namespace mms

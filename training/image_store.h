@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "encoders/embedder.h"
+
 namespace mms {
 
 struct ImageStore {
@@ -24,5 +26,11 @@ struct ImageStore {
 // folder `cache_dir` ("" for none). Failed images are recorded in `errors`, not thrown.
 ImageStore build_image_store(const std::vector<std::string>& paths, int32_t side, int32_t threads,
                              const std::string& cache_dir);
+
+// The embeddings of the stored images store.image(rows[i]), as `embedder` embeds them
+// (plain_image geometry, no augmentation): [rows.size(), dim] row-major. Converted to float
+// in chunks, so the pixel buffer stays small however many images there are.
+std::vector<float> embed_stored_images(const Embedder& embedder, const ImageStore& store,
+                                       const std::vector<size_t>& rows);
 
 }  // namespace mms

@@ -7,14 +7,11 @@
 #include <unordered_set>
 
 #include "common/error.h"
-#include "training/augment.h"
 #include "training/image_store.h"
 #include "training/manifest.h"
 
 namespace mms {
 namespace {
-
-constexpr int64_t kImageChunk = 512;  // images embedded at once: bounds the float pixel buffer
 
 // The train pairs of one source, limited to `cap` of its images (0: all) by a seeded sample.
 std::vector<Pair> train_pairs(const TrainDataSource& source, uint64_t seed) {
@@ -67,8 +64,7 @@ EmbeddingMemory build_memory(const Embedder& embedder, const TrainConfig& config
       paths.push_back(p.image);
     }
   }
-  const int32_t side = embedder.image_size();
-  const ImageStore store = build_image_store(paths, side, threads, config.cache_dir);
+  const ImageStore store = build_image_store(paths, embedder.image_size(), threads, config.cache_dir);
 
   // Loaded images get memory rows in order; failed ones drop out with their pairs.
   EmbeddingMemory m;
@@ -96,18 +92,7 @@ EmbeddingMemory build_memory(const Embedder& embedder, const TrainConfig& config
   }
   if (loaded.empty()) throw Error::invalid_argument("memory: no training image could be loaded");
 
-  m.image_keys.reserve(loaded.size() * m.dim);
-  std::vector<float> pixels;
-  for (size_t start = 0; start < loaded.size(); start += kImageChunk) {
-    const size_t n = std::min<size_t>(kImageChunk, loaded.size() - start);
-    pixels.resize(n * 3 * size_t(side) * side);
-    for (size_t j = 0; j < n; ++j) {
-      plain_image(store.image(loaded[start + j]), store.side, side,
-                  pixels.data() + j * 3 * size_t(side) * side);
-    }
-    const std::vector<float> e = embedder.embed_pixels(pixels.data(), static_cast<int64_t>(n));
-    m.image_keys.insert(m.image_keys.end(), e.begin(), e.end());
-  }
+  m.image_keys = embed_stored_images(embedder, store, loaded);
   m.text_keys = embedder.embed_texts(texts);
   if (stats) {
     stats->images = m.n_images();
