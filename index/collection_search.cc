@@ -69,8 +69,7 @@ struct CatalogState {
 
 // The factory string to build for `count` vectors when `requested` was asked for.
 std::string resolve_index_type(const std::string& requested, int64_t count) {
-  if (requested != "auto") return requested;
-  return count < Collection::kAutoExactLimit ? "Flat" : "HNSW32";
+  return requested == "auto" ? Collection::auto_index_type(count) : requested;
 }
 
 CatalogState read_state(Collection::Impl& impl, Target target, bool with_vectors) {
@@ -254,6 +253,15 @@ void sync_target(Collection::Impl& impl, Target target, bool best_effort) {
 }
 
 }  // namespace
+
+std::string Collection::auto_index_type(int64_t count) {
+  if (count < kAutoExactLimit) return "Flat";
+  if (count < kAutoIvfFrom) return "HNSW32";
+  // The power of two nearest sqrt(count) (in log scale), never below 1024.
+  const int exponent = static_cast<int>(std::lround(0.5 * std::log2(static_cast<double>(count))));
+  const int64_t lists = std::max<int64_t>(1024, int64_t{1} << std::min(exponent, 20));
+  return "IVF" + std::to_string(lists) + ",Flat";
+}
 
 void sync_all_indexes(Collection::Impl& impl, bool best_effort) {
   std::lock_guard<std::mutex> lock(impl.sync_mutex);

@@ -186,7 +186,10 @@ int run_cli(int argc, char** argv) {
   index->add_option("--index", o.index_dir, "Index directory")->required();
   index->add_option("--model", o.model_dir, "Model directory (default: the shipped model)");
   index->add_option("paths", o.paths, "Files or folders to index");
-  index->add_option("--index-type", o.index_type, "FAISS factory string, e.g. Flat, HNSW32");
+  index->add_option("--index-type", o.index_type,
+                    "FAISS factory string (Flat, HNSW32, IVF1024,Flat, ...), or auto: Flat below "
+                    "100k vectors, HNSW32 below 200k, then IVF (default: what the index records; "
+                    "auto for a new one)");
   index->add_flag("--prune", o.prune, "Remove items whose files are gone");
   index->add_flag("--reembed", o.reembed, "Re-embed every item with --model");
   index->add_flag("--gpu", o.gpu, "Search on the GPU (FAISS GPU builds only)");

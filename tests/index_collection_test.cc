@@ -595,6 +595,18 @@ TEST_F(CollectionTest, RebuildsWhenTheIndexTypeChanges) {
             "HNSW32");
 }
 
+TEST(CollectionAutoIndexType, ExactThenGraphThenInvertedLists) {
+  EXPECT_EQ(Collection::auto_index_type(0), "Flat");
+  EXPECT_EQ(Collection::auto_index_type(Collection::kAutoExactLimit - 1), "Flat");
+  EXPECT_EQ(Collection::auto_index_type(Collection::kAutoExactLimit), "HNSW32");
+  EXPECT_EQ(Collection::auto_index_type(Collection::kAutoIvfFrom - 1), "HNSW32");
+  EXPECT_EQ(Collection::auto_index_type(Collection::kAutoIvfFrom), "IVF1024,Flat");
+  EXPECT_EQ(Collection::auto_index_type(1000000), "IVF1024,Flat");
+  // The list count follows sqrt(count): about 2,000 at four million, 8,000 at 64 million.
+  EXPECT_EQ(Collection::auto_index_type(4000000), "IVF2048,Flat");
+  EXPECT_EQ(Collection::auto_index_type(64000000), "IVF8192,Flat");
+}
+
 TEST_F(CollectionTest, FallsBackToFlatWhenTooFewVectorsToTrain) {
   auto c = Collection::open(dir_, options("IVF64,Flat"));
   const auto v = fill(*c, 10);

@@ -2,7 +2,9 @@
 // same index/faiss_store code the Collection uses), on synthetic clustered unit vectors of
 // dimension 256. For each size it builds Flat (exact), IVF and HNSW32, then times single
 // queries (p50 / p99) and reports recall@10 against the exact answer. --ef-search times an
-// HNSW index once per listed candidate-list length (a query-time knob: no rebuild).
+// HNSW index once per listed candidate-list length (a query-time knob: no rebuild). The type
+// "IVF" is IVF with min(1024, 4 sqrt(n)) lists; "auto" is what an index dir's "auto" builds
+// (Collection::auto_index_type); any other is a FAISS factory string.
 //   build/index_bench [--sizes 10000,100000,1000000] [--queries 200] [--types Flat,IVF,HNSW32]
 //                     [--ef-search 64]
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "index/collection.h"
 #include "index/faiss_store.h"
 
 #include <faiss/Index.h>
@@ -105,6 +108,8 @@ int main(int argc, char** argv) {
         if (type == "IVF") {
           const int64_t nlist = std::min<int64_t>(1024, std::max<int64_t>(16, int64_t(4 * std::sqrt(double(n)))));
           factory = "IVF" + std::to_string(nlist) + ",Flat";
+        } else if (type == "auto") {
+          factory = mms::Collection::auto_index_type(n);
         }
         const auto t0 = Clock::now();
         mms::BuiltIndex built = mms::build_faiss_index(factory, kDim, base, ids);
