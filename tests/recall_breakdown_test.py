@@ -77,6 +77,41 @@ class RecallBreakdownTest(unittest.TestCase):
             self.assertEqual(recall_breakdown.main([bad, self.manifest]), 1)
         self.assertIn("no text->image ranks", err.getvalue())
 
+    def test_image_queries_are_grouped_by_their_caption(self):
+        d = self.tmp.name
+        captions = os.path.join(d, "test.jsonl")
+        write_lines(captions, [
+            {"image": "img/frog.png", "caption": "Red frog. Keywords: animal, green.", "split": "test"},
+            {"image": "img/lizard.png", "caption": "Lizard. Keywords: reptile.", "split": "test"},
+            # A second caption of the same image: the first one stands for it.
+            {"image": "img/lizard.png", "caption": "Green frog.", "split": "test"},
+        ])
+        ranks = os.path.join(d, "i2t.jsonl")
+        write_lines(ranks, [
+            {"direction": "i2t", "image": os.path.join(d, "img", "frog.png"), "rank": 2},
+            {"direction": "i2t", "image": os.path.join(d, "img", ".", "lizard.png"), "rank": 30},
+            {"direction": "t2i", "text": "Red frog. Keywords: animal, green.", "rank": 1},
+        ])
+        out = io.StringIO()
+        with redirect_stdout(out):
+            self.assertEqual(recall_breakdown.main(
+                [ranks, self.manifest, "--direction", "i2t", "--captions", captions, "--json"]), 0)
+        result = json.loads(out.getvalue())
+        self.assertEqual(result["all queries"]["n"], 2)  # text queries are not counted
+        self.assertEqual(result["every word seen"], {"n": 1, "r1": 0.0, "r10": 100.0, "median_rank": 2})
+        self.assertEqual(result["some word unseen in training"]["median_rank"], 30)
+        # i2t needs the captions; an image the captions manifest lacks is named.
+        err = io.StringIO()
+        with redirect_stderr(err):
+            self.assertEqual(recall_breakdown.main([ranks, self.manifest, "--direction", "i2t"]), 2)
+        self.assertIn("needs --captions", err.getvalue())
+        write_lines(captions, [{"image": "img/frog.png", "caption": "Frog.", "split": "test"}])
+        err = io.StringIO()
+        with redirect_stderr(err):
+            self.assertEqual(recall_breakdown.main(
+                [ranks, self.manifest, "--direction", "i2t", "--captions", captions]), 1)
+        self.assertIn("lizard.png' is not in the captions manifest", err.getvalue())
+
 
 if __name__ == "__main__":
     unittest.main()
