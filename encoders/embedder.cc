@@ -50,7 +50,8 @@ MemoryTensors memory_tensors(const EmbeddingMemory& m) {
   return t;
 }
 
-// e' = normalize(e + weight * normalize(softmax(top-k similarity / temperature) . values)).
+// e' = normalize(e + gate(top similarity) * weight *
+//                 normalize(softmax(top-k similarity / temperature) . values)).
 torch::Tensor augment(const torch::Tensor& e, const torch::Tensor& keys, const torch::Tensor& values,
                       const MemorySettings& s) {
   constexpr int64_t kChunk = 512;  // bounds the [chunk, n_keys] similarity block
@@ -62,7 +63,14 @@ torch::Tensor augment(const torch::Tensor& e, const torch::Tensor& keys, const t
     const torch::Tensor w = torch::softmax(sim / s.temperature, 1);
     const torch::Tensor v = values.index_select(0, idx.flatten()).view({q.size(0), k, -1});
     const torch::Tensor mixed = unit_rows((w.unsqueeze(2) * v).sum(1));
-    out.push_back(unit_rows(q + s.weight * mixed));
+    const torch::Tensor top = sim.select(1, 0).contiguous();  // topk sorts: the nearest first
+    torch::Tensor gate = torch::empty({q.size(0), 1});
+    const auto nearest = top.accessor<float, 1>();
+    auto g = gate.accessor<float, 2>();
+    for (int64_t r = 0; r < q.size(0); ++r) {
+      g[r][0] = static_cast<float>(s.weight * memory_gate(s, nearest[r]));
+    }
+    out.push_back(unit_rows(q + gate * mixed));
   }
   return out.empty() ? e : torch::cat(out, 0);
 }
@@ -115,7 +123,9 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_
       hash = fnv1a64(memory_bytes.data(), memory_bytes.size(), hash);
       const std::string settings = std::to_string(m.settings.k) + "/" +
                                    std::to_string(m.settings.temperature) + "/" +
-                                   std::to_string(m.settings.weight);
+                                   std::to_string(m.settings.weight) + "/" +
+                                   std::to_string(m.settings.gate_low) + "/" +
+                                   std::to_string(m.settings.gate_high);
       hash = fnv1a64(settings.data(), settings.size(), hash);
     }
   }

@@ -97,6 +97,11 @@ void check_memory_settings(const MemorySettings& s) {
     throw Error::invalid_argument("memory weight must be 0 or more, got " +
                                   std::to_string(s.weight));
   }
+  if (!(s.gate_low >= -1 && s.gate_low <= s.gate_high && s.gate_high <= 1)) {
+    throw Error::invalid_argument(
+        "memory gate must satisfy -1 <= gate_low <= gate_high <= 1, got gate_low " +
+        std::to_string(s.gate_low) + ", gate_high " + std::to_string(s.gate_high));
+  }
 }
 
 void write_memory(const std::string& path, const EmbeddingMemory& m) {
@@ -117,6 +122,8 @@ void write_memory(const std::string& path, const EmbeddingMemory& m) {
   st.metadata["k"] = std::to_string(m.settings.k);
   st.metadata["temperature"] = std::to_string(m.settings.temperature);
   st.metadata["weight"] = std::to_string(m.settings.weight);
+  st.metadata["gate_low"] = std::to_string(m.settings.gate_low);
+  st.metadata["gate_high"] = std::to_string(m.settings.gate_high);
   write_safetensors(path, st);
 }
 
@@ -174,6 +181,12 @@ EmbeddingMemory from_safetensors(const SafeTensors& st, const std::string& path,
   m.settings.temperature =
       parse_number(metadata_value(st, "temperature", path), "temperature", path);
   m.settings.weight = parse_number(metadata_value(st, "weight", path), "weight", path);
+  // Files written before the gate existed have no gate settings: they keep working ungated.
+  m.settings.gate_low = m.settings.gate_high = -1;
+  for (auto [key, value] : {std::pair{"gate_low", &m.settings.gate_low},
+                            std::pair{"gate_high", &m.settings.gate_high}}) {
+    if (st.metadata.count(key)) *value = parse_number(st.metadata.at(key), key, path);
+  }
   try {
     check_consistent(m, "memory '" + path + "'");
   } catch (const Error& e) {

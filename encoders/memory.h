@@ -5,7 +5,10 @@
 //   image:  e' = normalize(e + weight * normalize(sum_j w_j * caption_j))
 //   text:   e' = normalize(e + weight * normalize(sum_j w_j * image_j))
 // over the k memory entries j of the same modality most similar to e, with
-// w = softmax(similarity / temperature). So an image is also described by the words of the
+// w = softmax(similarity / temperature), and weight scaled by a gate on the similarity s of
+// the nearest entry: 0 up to gate_low, rising linearly to 1 at gate_high. An input unlike
+// anything in the memory (a photo, against a memory of clip art) keeps its own embedding
+// instead of being pulled toward the least unlike training pairs. So an image is also described by the words of the
 // training images it resembles, and a text by the pictures of the training texts it
 // resembles: each side reaches the other through a same-modality comparison, which the
 // encoders make more reliably than the cross-modal one. Embeddings stay unit vectors of the
@@ -32,17 +35,29 @@ struct MemorySettings {
   int32_t k = 3;              // neighbours consulted
   double temperature = 0.05;  // softmax temperature over their cosine similarities
   double weight = 0.5;        // how far an embedding moves toward its neighbours' values
+  // The gate on the nearest neighbour's similarity; -1 and -1 (what a memory file written
+  // before the gate existed holds) is no gate.
+  double gate_low = 0.75, gate_high = 0.9;
 };
+
+// The fraction of `weight` applied when the nearest memory entry has cosine similarity s.
+inline double memory_gate(const MemorySettings& m, double s) {
+  if (m.gate_high <= m.gate_low) return s >= m.gate_high ? 1.0 : 0.0;
+  const double g = (s - m.gate_low) / (m.gate_high - m.gate_low);
+  return g < 0 ? 0.0 : (g > 1 ? 1.0 : g);
+}
 
 // Settings to use instead of a memory file's own, each where given (to tune them on a
 // validation split without rebuilding the memory).
 struct MemoryOverrides {
   std::optional<int32_t> k;
-  std::optional<double> temperature, weight;
+  std::optional<double> temperature, weight, gate_low, gate_high;
   MemorySettings applied_to(MemorySettings s) const {
     if (k) s.k = *k;
     if (temperature) s.temperature = *temperature;
     if (weight) s.weight = *weight;
+    if (gate_low) s.gate_low = *gate_low;
+    if (gate_high) s.gate_high = *gate_high;
     return s;
   }
 };
@@ -59,7 +74,7 @@ struct EmbeddingMemory {
 };
 
 // Throws Error::invalid_argument for settings out of range (k < 1, temperature <= 0,
-// weight < 0), naming the setting.
+// weight < 0, gate bounds outside -1 <= gate_low <= gate_high <= 1), naming the setting.
 void check_memory_settings(const MemorySettings& settings);
 
 // Writes atomically (temporary file + rename). Throws Error::invalid_argument for an

@@ -87,6 +87,13 @@ void add_memory_settings(CLI::App* cmd, const std::string& prefix, MemoryOverrid
   cmd->add_option(prefix + "weight", m.weight,
                   help("How far an embedding moves toward its neighbours (0: not at all)", d.weight))
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option(prefix + "gate-low", m.gate_low,
+                  help("Nearest-neighbour similarity below which an embedding does not move", d.gate_low))
+      ->check(CLI::Range(-1.0, 1.0));
+  cmd->add_option(prefix + "gate-high", m.gate_high,
+                  help("Similarity from which it moves by the whole weight (-1 and -1: no gate)",
+                       d.gate_high))
+      ->check(CLI::Range(-1.0, 1.0));
 }
 
 void add_threads(CLI::App* cmd, Options& o) {

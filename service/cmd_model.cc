@@ -162,10 +162,12 @@ void run_memory(const MemoryCommand& c) {
   const EmbeddingMemory memory = build_memory(*embedder, config, settings, threads, &stats);
   const std::string path = (std::filesystem::path(c.model_dir) / "memory.safetensors").string();
   write_memory(path, memory);
-  std::printf("wrote %s: %lld images, %lld texts, %lld pairs (k %d, temperature %g, weight %g)\n",
-              path.c_str(), static_cast<long long>(stats.images),
-              static_cast<long long>(stats.texts), static_cast<long long>(stats.pairs), settings.k,
-              settings.temperature, settings.weight);
+  std::printf(
+      "wrote %s: %lld images, %lld texts, %lld pairs (k %d, temperature %g, weight %g, gate %g "
+      "to %g)\n",
+      path.c_str(), static_cast<long long>(stats.images), static_cast<long long>(stats.texts),
+      static_cast<long long>(stats.pairs), settings.k, settings.temperature, settings.weight,
+      settings.gate_low, settings.gate_high);
   if (stats.failed_images) {
     std::printf("%lld image(s) could not be loaded and are left out\n",
                 static_cast<long long>(stats.failed_images));

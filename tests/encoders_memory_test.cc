@@ -92,6 +92,8 @@ TEST_F(MemoryTest, FileRoundTripKeepsKeysPairsAndSettings) {
   EXPECT_EQ(back.settings.k, 2);
   EXPECT_DOUBLE_EQ(back.settings.temperature, 0.1);
   EXPECT_DOUBLE_EQ(back.settings.weight, 0.5);
+  EXPECT_DOUBLE_EQ(back.settings.gate_low, 0.75);
+  EXPECT_DOUBLE_EQ(back.settings.gate_high, 0.9);
   // Keys are stored in half precision: within its rounding of values below 1.
   for (size_t i = 0; i < m.image_keys.size(); ++i) EXPECT_NEAR(back.image_keys[i], m.image_keys[i], 1e-3);
   for (size_t i = 0; i < m.text_keys.size(); ++i) EXPECT_NEAR(back.text_keys[i], m.text_keys[i], 1e-3);
@@ -99,6 +101,31 @@ TEST_F(MemoryTest, FileRoundTripKeepsKeysPairsAndSettings) {
   const mms::SafeTensors st = mms::read_safetensors(path);
   EXPECT_EQ(st.tensors.at("image_keys").dtype, mms::DType::kF16);
   EXPECT_EQ(st.tensors.at("pairs").shape, (std::vector<int64_t>{3, 2}));
+
+  // A file written before the gate existed has no gate settings: it reads as ungated.
+  mms::SafeTensors old = st;
+  old.metadata.erase("gate_low");
+  old.metadata.erase("gate_high");
+  mms::write_safetensors(path, old);
+  const EmbeddingMemory ungated = mms::read_memory(path, m.dim);
+  EXPECT_DOUBLE_EQ(ungated.settings.gate_low, -1);
+  EXPECT_DOUBLE_EQ(ungated.settings.gate_high, -1);
+  EXPECT_DOUBLE_EQ(mms::memory_gate(ungated.settings, -1.0), 1.0);
+}
+
+TEST(MemoryGate, RampsFromLowToHigh) {
+  mms::MemorySettings g;
+  g.gate_low = 0.6;
+  g.gate_high = 0.8;
+  EXPECT_DOUBLE_EQ(mms::memory_gate(g, 0.5), 0.0);
+  EXPECT_DOUBLE_EQ(mms::memory_gate(g, 0.6), 0.0);
+  EXPECT_NEAR(mms::memory_gate(g, 0.65), 0.25, 1e-12);
+  EXPECT_NEAR(mms::memory_gate(g, 0.7), 0.5, 1e-12);
+  EXPECT_DOUBLE_EQ(mms::memory_gate(g, 0.8), 1.0);
+  EXPECT_DOUBLE_EQ(mms::memory_gate(g, 1.0), 1.0);
+  g.gate_low = g.gate_high = 0.7;  // a step
+  EXPECT_DOUBLE_EQ(mms::memory_gate(g, 0.69), 0.0);
+  EXPECT_DOUBLE_EQ(mms::memory_gate(g, 0.7), 1.0);
 }
 
 TEST_F(MemoryTest, InconsistentMemoriesAndSettingsAreRefusedByName) {
@@ -125,6 +152,18 @@ TEST_F(MemoryTest, InconsistentMemoriesAndSettingsAreRefusedByName) {
     } catch (const mms::Error& e) {
       EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
       EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  }
+  for (auto [low, high] : {std::pair{0.9, 0.8}, std::pair{-1.5, 0.5}, std::pair{0.5, 1.2}}) {
+    m = small_memory();
+    m.settings.gate_low = low;
+    m.settings.gate_high = high;
+    try {
+      mms::write_memory(path, m);
+      ADD_FAILURE() << "gate " << low << ".." << high << " was written";
+    } catch (const mms::Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("gate_low"), std::string::npos) << e.what();
     }
   }
   EXPECT_FALSE(fs::exists(path));
@@ -185,6 +224,10 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(0, 1);
   for (float& p : pixels) p = u(rng);
+  // Image 3 is a smooth ramp, unlike the noise of 0..2, so that a gate can tell it apart.
+  for (size_t p = 0; p < 3 * size_t(s) * s; ++p) {
+    pixels[3 * 3 * size_t(s) * s + p] = float(p % s) / float(s);
+  }
   const std::vector<float> images = plain->embed_pixels(pixels.data(), 4);
   const std::vector<std::string> texts = {"a red circle", "a blue square"};
   const std::vector<float> text_emb = plain->embed_texts(texts);
@@ -193,7 +236,7 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
   m.image_keys = {images.begin(), images.begin() + 3 * dim};
   m.text_keys = text_emb;
   m.pairs = {{0, 0}, {1, 0}, {2, 1}};
-  m.settings = {2, 0.1, 0.5};
+  m.settings = {2, 0.1, 0.5, -1, -1};  // no gate: every embedding moves by the whole weight
   mms::write_memory((model / "memory.safetensors").string(), m);
   const EmbeddingMemory stored = mms::read_memory((model / "memory.safetensors").string(), dim);
 
@@ -201,12 +244,16 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
   EXPECT_TRUE(with->uses_memory());
   EXPECT_NE(with->fingerprint(), plain->fingerprint());  // indexes of one refuse the other
 
-  // expected(e) = unit(e + weight * unit(sum over the 2 nearest keys of softmax(sim/T) * value))
+  // expected(e) = unit(e + g * weight * unit(sum over the 2 nearest keys of softmax(sim/T) *
+  // value)), g rising linearly from 0 at similarity `low` to 1 at `high` (no gate: g = 1).
   auto expected = [&](const std::vector<float>& e, const std::vector<float>& keys,
-                      const std::vector<std::vector<float>>& values) {
+                      const std::vector<std::vector<float>>& values, double low = -1,
+                      double high = -1) {
     std::vector<std::pair<double, int>> sims;
     for (size_t j = 0; j < values.size(); ++j) sims.push_back({dot(e, row(keys, j, dim)), int(j)});
     std::sort(sims.rbegin(), sims.rend());
+    const double g = high <= low ? (sims[0].first >= high ? 1.0 : 0.0)
+                                 : std::clamp((sims[0].first - low) / (high - low), 0.0, 1.0);
     const double w0 = 1.0, w1 = std::exp((sims[1].first - sims[0].first) / 0.1);
     std::vector<float> mix(dim);
     for (int32_t d = 0; d < dim; ++d)
@@ -214,7 +261,7 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
                                   (w0 + w1));
     mix = unit(mix);
     std::vector<float> out(dim);
-    for (int32_t d = 0; d < dim; ++d) out[d] = e[d] + 0.5f * mix[d];
+    for (int32_t d = 0; d < dim; ++d) out[d] = e[d] + static_cast<float>(g * 0.5) * mix[d];
     return unit(out);
   };
   // Values: an image's is its text's key; text 0's is the mean of image keys 0 and 1.
@@ -238,6 +285,43 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
   for (int64_t i = 0; i < 2; ++i) {
     const std::vector<float> want = expected(row(plain_queries, i, dim), stored.text_keys, text_values);
     for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(got_texts[i * dim + d], want[d], 1e-4) << "text " << i;
+  }
+
+  // The gate: image 3 (not in the memory) has its nearest key at similarity s3, below that
+  // of images 0..2 (their own keys, up to half-precision rounding; an untrained model maps
+  // all images close together, so the margin is small). A gate from s3 - h to s3 + h moves
+  // image 3 by half the weight and images 0..2 by all of it; a gate that opens above s3
+  // leaves image 3 as the encoders made it.
+  auto nearest_key = [&](int64_t i) {
+    double best = -1;
+    for (int64_t j = 0; j < 3; ++j) best = std::max(best, dot(row(images, i, dim), row(stored.image_keys, j, dim)));
+    return best;
+  };
+  const double s3 = nearest_key(3);
+  const double keys_own = std::min({nearest_key(0), nearest_key(1), nearest_key(2)});
+  ASSERT_GT(keys_own - s3, 2e-4) << "image 3 is too like the memory's images for this test";
+  const double half = std::min(0.1, (keys_own - s3) / 2);
+  {
+    mms::MemoryOverrides ramp;
+    ramp.gate_low = s3 - half;
+    ramp.gate_high = s3 + half;
+    const auto gated = mms::Embedder::load(model.string(), true, ramp);
+    EXPECT_NE(gated->fingerprint(), with->fingerprint());
+    const std::vector<float> got = gated->embed_pixels(pixels.data(), 4);
+    for (int64_t i = 0; i < 4; ++i) {
+      const std::vector<float> want =
+          expected(row(images, i, dim), stored.image_keys, image_values, s3 - half, s3 + half);
+      for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(got[i * dim + d], want[d], 1e-4) << "image " << i;
+    }
+    // Half the pull is not the whole pull: image 3 lies between its plain and ungated embeddings.
+    const double to_plain = dot(row(got, 3, dim), row(images, 3, dim));
+    EXPECT_GT(to_plain, dot(row(got_images, 3, dim), row(images, 3, dim)) + 1e-4);
+    EXPECT_LT(to_plain, 1.0 - 1e-4);
+    mms::MemoryOverrides shut;
+    shut.gate_low = shut.gate_high = s3 + half;  // a step above image 3
+    const std::vector<float> alone =
+        mms::Embedder::load(model.string(), true, shut)->embed_pixels(pixels.data(), 4);
+    for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(alone[3 * dim + d], images[3 * dim + d], 1e-6);
   }
 
   // Settings given at load replace the stored ones: with k = 1 an image moves toward its
