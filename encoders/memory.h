@@ -8,9 +8,9 @@
 // w = softmax(similarity / temperature), and weight scaled by a gate on the similarity s of
 // the nearest entry: 0 up to gate_low, rising linearly to 1 at gate_high. An input unlike
 // anything in the memory (a photo, against a memory of clip art) keeps its own embedding
-// instead of being pulled toward the least unlike training pairs. So an image is also described by the words of the
-// training images it resembles, and a text by the pictures of the training texts it
-// resembles: each side reaches the other through a same-modality comparison, which the
+// instead of being pulled toward the least unlike training pairs. So an image is also
+// described by the words of the training images it resembles, and a text by the pictures
+// of the training texts it resembles: each side reaches the other through a same-modality comparison, which the
 // encoders make more reliably than the cross-modal one. Embeddings stay unit vectors of the
 // model's dimension; nothing downstream changes.
 //

@@ -128,6 +128,14 @@ TEST_F(MemoryCliTest, BadRequestsAreRefusedByName) {
   // Settings out of range are usage errors.
   EXPECT_EQ(run_program(memory_args() + " --k 0").first, 2);
   EXPECT_EQ(run_program(memory_args() + " --temperature 0").first, 2);
+  EXPECT_EQ(run_program(memory_args() + " --gate-low -2").first, 2);
+  // A gate that closes above where it opens is named, and nothing is written.
+  const auto [gate_rc, gate_out] =
+      run_command(mms::testing::kProgram + " " + memory_args() +
+                  " --gate-low 0.9 --gate-high 0.8 2>&1");
+  EXPECT_NE(gate_rc, 0);
+  EXPECT_NE(gate_out.find("gate_low <= gate_high"), std::string::npos) << gate_out;
+  EXPECT_FALSE(fs::exists(model_ / "memory.safetensors"));
   // A config whose data has no train pairs.
   std::ofstream(dir_ / "empty.jsonl")
       << R"({"image": "img/t0.jpg", "caption": "a red circle", "split": "test"})" << "\n";
