@@ -143,12 +143,15 @@ EmbeddingMemory from_safetensors(const SafeTensors& st, const std::string& path,
     throw Error::corrupt("memory '" + path + "': not an mmsearch memory (format '" +
                          st.metadata.at("format") + "')");
   }
-  auto rows_of = [&](const std::string& name) -> const TensorData& {
+  auto tensor = [&](const std::string& name) -> const TensorData& {
     auto it = st.tensors.find(name);
     if (it == st.tensors.end()) {
       throw Error::corrupt("memory '" + path + "': tensor '" + name + "' is missing");
     }
-    const TensorData& t = it->second;
+    return it->second;
+  };
+  auto rows_of = [&](const std::string& name) -> const TensorData& {
+    const TensorData& t = tensor(name);
     if (t.dtype != DType::kF16 || t.shape.size() != 2) {
       throw Error::corrupt("memory '" + path + "': tensor '" + name + "' must be F16 [n, dim]");
     }
@@ -163,11 +166,7 @@ EmbeddingMemory from_safetensors(const SafeTensors& st, const std::string& path,
   m.dim = dim;
   m.image_keys = float_rows(rows_of("image_keys"));
   m.text_keys = float_rows(rows_of("text_keys"));
-  auto found = st.tensors.find("pairs");
-  if (found == st.tensors.end()) {
-    throw Error::corrupt("memory '" + path + "': tensor 'pairs' is missing");
-  }
-  const TensorData& pairs = found->second;
+  const TensorData& pairs = tensor("pairs");
   if (pairs.dtype != DType::kI32 || pairs.shape.size() != 2 || pairs.shape[1] != 2) {
     throw Error::corrupt("memory '" + path + "': tensor 'pairs' must be I32 [n, 2]");
   }
