@@ -16,6 +16,7 @@
 #include "service/http_server.h"
 #include "tokenizer/tokenizer.h"
 #include "training/evaluate.h"
+#include "training/query_eval.h"
 
 namespace mms {
 namespace {
@@ -63,6 +64,8 @@ struct Options {
   // memory (the subcommand's settings; eval's overrides of a memory's own)
   MemoryOverrides memory, memory_overrides;
   bool no_memory = false;
+  bool queries = false;
+  std::vector<std::string> query_templates = mms::QueryEvalOptions{}.templates;
   // tokenizer-train
   std::string corpus, tokenizer_out;
   int vocab_size = 8000;
@@ -167,11 +170,18 @@ int run_cli(int argc, char** argv) {
                    "the class (default: 'a photo of {}', as labels carry their article: 'a coat'). "
                    "Repeat it for a prompt ensemble: "
                    "each class is the mean of its prompts' embeddings");
+  eval->add_flag("--queries", o.queries,
+                 "Also score natural queries: each keyword of the manifest with >= 8 images "
+                 "(>= 2 in the split) asked in every --query-template; precision@10 and "
+                 "mAP@100 over all the manifest's images and over the split's");
+  eval->add_option("--query-template", o.query_templates,
+                   "Natural-query template, {} is the keyword; repeatable (default: 'a {}', "
+                   "'{}', 'a picture of {}')");
   add_threads(eval, o);
   eval->callback([&] {
     action = [&o] {
       run_eval({o.model_dir, o.manifest, o.json_out, o.split, o.zero_shot_templates, o.threads,
-                o.ranks_out, !o.no_memory, o.memory_overrides});
+                o.ranks_out, !o.no_memory, o.memory_overrides, o.queries, o.query_templates});
     };
   });
 

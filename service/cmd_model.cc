@@ -12,10 +12,12 @@
 
 #include "common/error.h"
 #include "encoders/embedder.h"
+#include "training/augment.h"  // fill_template
 #include "training/evaluate.h"
 #include "training/image_store.h"
 #include "training/manifest.h"
 #include "training/memory_builder.h"
+#include "training/query_eval.h"
 #include "training/train_config.h"
 #include "training/trainer.h"
 
@@ -29,6 +31,54 @@ int32_t resolve_threads(int threads) {
 
 void print_direction(const char* name, const DirectionMetrics& m) {
   std::printf("%-12s %6.2f %6.2f %6.2f %8.1f\n", name, m.r1, m.r5, m.r10, m.median_rank);
+}
+
+// The natural-query figures (training/query_eval.h) of every image the manifest names, as
+// JSON; prints the summary and the best and worst keywords.
+std::string eval_queries(const Embedder& embedder, const std::vector<Pair>& pairs, Split split,
+                         const EvalCommand& c, int32_t threads) {
+  if (c.query_templates.empty()) throw Error::invalid_argument("eval: --queries needs a template");
+  std::vector<std::string> images;
+  std::unordered_map<std::string, size_t> store_index;
+  for (const Pair& p : pairs) {
+    if (store_index.emplace(p.image, images.size()).second) images.push_back(p.image);
+  }
+  const ImageStore store = build_image_store(images, embedder.image_size(), threads, "");
+  std::vector<Pair> loaded;
+  for (const Pair& p : pairs) {
+    if (store.errors[store_index.at(p.image)].empty()) loaded.push_back(p);
+  }
+  QueryEvalOptions options;
+  options.templates = c.query_templates;
+  const NaturalQueries queries = natural_queries(loaded, split, options);
+  if (queries.keywords.empty()) {
+    throw Error::invalid_argument("manifest '" + c.manifest +
+                                  "' has no keyword with enough images for natural queries");
+  }
+  std::vector<size_t> rows;
+  for (const std::string& image : queries.images) rows.push_back(store_index.at(image));
+  const std::vector<float> image_emb = embed_stored_images(embedder, store, rows);
+  std::vector<std::string> texts;
+  for (const std::string& k : queries.keywords) {
+    for (const std::string& t : options.templates) texts.push_back(fill_template(t, k));
+  }
+  const std::vector<float> query_emb = embedder.embed_texts(texts);
+  const QueryMetrics m = query_metrics(queries, image_emb, query_emb, embedder.dim(), options.templates);
+  std::printf("natural queries: %zu keywords x %zu templates\n", queries.keywords.size(),
+              options.templates.size());
+  std::printf("%-22s %8s %8s %8s\n", "", "P@10", "mAP@100", "images");
+  std::printf("%-22s %8.2f %8.2f %8lld\n", "whole collection", m.collection.p10,
+              m.collection.map100, static_cast<long long>(m.collection.n_images));
+  std::printf("%-22s %8.2f %8.2f %8lld\n", (std::string(split_name(split)) + " images").c_str(),
+              m.split.p10, m.split.map100, static_cast<long long>(m.split.n_images));
+  auto show = [](const char* what, const std::vector<KeywordFigures>& list) {
+    std::printf("%s:", what);
+    for (const KeywordFigures& k : list) std::printf(" %s (%.0f)", k.keyword.c_str(), k.p10);
+    std::printf("\n");
+  };
+  show("best keywords (P@10 over the collection)", best_keywords(m, 10));
+  show("worst keywords", worst_keywords(m, 10));
+  return query_metrics_to_json(m, split);
 }
 
 }  // namespace
@@ -131,6 +181,7 @@ void run_eval(const EvalCommand& c) {
                   prompt_sets.size(), acc);
     }
   }
+  if (c.queries) out["queries"] = nlohmann::json::parse(eval_queries(*embedder, pairs, split, c, threads));
   if (!c.json_out.empty()) {
     std::ofstream f(c.json_out, std::ios::trunc);
     f << out.dump(2) << "\n";

@@ -30,6 +30,9 @@ struct EvalCommand {
   std::string ranks_out;
   bool use_memory = true;  // false: the encoders' own embeddings, without memory.safetensors
   MemoryOverrides memory_overrides;  // instead of the memory's stored settings, where given
+  // Also score natural queries (training/query_eval.h) in these templates.
+  bool queries = false;
+  std::vector<std::string> query_templates;
 };
 void run_eval(const EvalCommand& command);
 

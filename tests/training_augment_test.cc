@@ -145,4 +145,118 @@ TEST(CaptionAugment, ConfigReadsWritesAndRejectsABadRate) {
   }
 }
 
+mms::TrainSample apple() {
+  mms::TrainSample s;
+  s.caption = "Red apple. Keywords: apple, fruit, red.";
+  s.title = "Red apple";
+  s.keywords = {"apple", "fruit", "red"};
+  s.names = {"mela rossa"};
+  return s;
+}
+
+TEST(CaptionViews, TemplatesTakeTheRightArticle) {
+  EXPECT_EQ(mms::fill_template("a {}", "apple"), "an apple");
+  EXPECT_EQ(mms::fill_template("a {}", "cat"), "a cat");
+  EXPECT_EQ(mms::fill_template("a drawing of a {}", "owl"), "a drawing of an owl");
+  EXPECT_EQ(mms::fill_template("{}", "owl"), "owl");
+  EXPECT_EQ(mms::fill_template("{} icon", "umbrella"), "umbrella icon");
+  EXPECT_EQ(mms::fill_template("a picture of {}", "apples"), "a picture of apples");
+}
+
+TEST(CaptionViews, CaptionOnlyIsTheOldAugmentation) {
+  // Default weights: the caption view alone, drawing from the generator as augment_caption.
+  mms::AugmentConfig config = with(0.4f, true);
+  std::mt19937_64 a(7), b(7);
+  for (int i = 0; i < 50; ++i) {
+    const mms::CaptionView v = mms::draw_caption(apple(), config, a);
+    EXPECT_EQ(v.text, mms::augment_caption(apple().caption, config, b));
+    EXPECT_TRUE(v.concepts.empty());
+  }
+  // A sample without title, keywords or names falls back to its caption whatever the weights.
+  config.view_caption = 0;
+  config.view_title = config.view_keywords = config.view_names = 1;
+  mms::TrainSample bare;
+  bare.caption = "a photo of a coat";
+  std::mt19937_64 rng(1);
+  EXPECT_EQ(mms::draw_caption(bare, config, rng).text, "a photo of a coat");
+}
+
+TEST(CaptionViews, EachViewDrawsFromItsField) {
+  mms::AugmentConfig config;
+  config.view_templates = {"{}", "a drawing of a {}"};
+  auto only = [&](float caption, float title, float keywords, float names) {
+    config.view_caption = caption;
+    config.view_title = title;
+    config.view_keywords = keywords;
+    config.view_names = names;
+  };
+  std::mt19937_64 rng(3);
+  only(0, 1, 0, 0);
+  for (int i = 0; i < 20; ++i) {
+    const mms::CaptionView v = mms::draw_caption(apple(), config, rng);
+    EXPECT_TRUE(v.text == "Red apple" || v.text == "a drawing of a red apple") << v.text;
+    EXPECT_TRUE(v.concepts.empty());
+  }
+  only(0, 0, 1, 0);
+  int pairs_seen = 0;
+  for (int i = 0; i < 200; ++i) {
+    const mms::CaptionView v = mms::draw_caption(apple(), config, rng);
+    ASSERT_FALSE(v.concepts.empty());
+    for (const std::string& c : v.concepts) {
+      EXPECT_NE(std::find(apple().keywords.begin(), apple().keywords.end(), c),
+                apple().keywords.end());
+      EXPECT_NE(v.text.find(c), std::string::npos) << v.text;
+    }
+    if (v.concepts.size() == 2) {
+      ++pairs_seen;
+      EXPECT_NE(v.text.find(v.concepts[0] + " and " + v.concepts[1]), std::string::npos);
+    }
+  }
+  // view_two_keywords 0.3, minus draws of the same keyword twice: about 40 of 200.
+  EXPECT_GT(pairs_seen, 15);
+  EXPECT_LT(pairs_seen, 80);
+  only(0, 0, 0, 1);
+  EXPECT_EQ(mms::draw_caption(apple(), config, rng).text, "mela rossa");
+
+  // Mixed weights reach every view, in roughly their proportions.
+  only(1, 1, 2, 0);
+  int caption = 0, title = 0, keyword = 0;
+  for (int i = 0; i < 400; ++i) {
+    const mms::CaptionView v = mms::draw_caption(apple(), config, rng);
+    if (v.text == apple().caption) ++caption;
+    else if (!v.concepts.empty()) ++keyword;
+    else ++title;
+  }
+  EXPECT_GT(caption, 60);
+  EXPECT_GT(title, 60);
+  EXPECT_GT(keyword, 140);
+}
+
+TEST(CaptionViews, ConfigReadsWritesAndRejectsBadViews) {
+  const std::string base =
+      R"({"tokenizer": "t.model", "data": [{"name": "x", "path": "x.jsonl"}],
+          "augment": {"views": {"caption": 0.5, "title": 0.2, "keywords": 0.3},
+                      "view_templates": ["{}", "a {}"]},
+          "train": {"keyword_positives": true}})";
+  const mms::TrainConfig c = mms::parse_train_config(base, "cfg", {"augment.views.names=0.1"});
+  EXPECT_FLOAT_EQ(c.augment.view_caption, 0.5f);
+  EXPECT_FLOAT_EQ(c.augment.view_keywords, 0.3f);
+  EXPECT_FLOAT_EQ(c.augment.view_names, 0.1f);
+  EXPECT_EQ(c.augment.view_templates, (std::vector<std::string>{"{}", "a {}"}));
+  EXPECT_TRUE(c.keyword_positives);
+  const mms::TrainConfig back = mms::parse_train_config(mms::train_config_to_json(c), "again", {});
+  EXPECT_FLOAT_EQ(back.augment.view_title, 0.2f);
+  EXPECT_EQ(back.augment.view_templates, c.augment.view_templates);
+  EXPECT_TRUE(back.keyword_positives);
+  for (const char* bad : {"augment.views.title=-1", "augment.views.caption=0",
+                          "augment.view_templates=[\"a picture\"]", "augment.views.colour=1",
+                          "augment.view_two_keywords=1"}) {
+    std::vector<std::string> overrides = {bad};
+    if (std::string(bad) == "augment.views.caption=0") {
+      overrides = {"augment.views.caption=0", "augment.views.title=0", "augment.views.keywords=0"};
+    }
+    EXPECT_THROW(mms::parse_train_config(base, "cfg", overrides), mms::Error) << bad;
+  }
+}
+
 }  // namespace

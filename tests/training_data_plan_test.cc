@@ -20,7 +20,7 @@ std::vector<mms::TrainSource> sources() {
   for (const auto& [name, n] : sizes) {
     mms::TrainSource s;
     s.name = name;
-    for (int i = 0; i < n; ++i) s.samples.push_back({image++, name + std::to_string(i), ""});
+    for (int i = 0; i < n; ++i) s.samples.push_back({image++, name + std::to_string(i), "", "", {}, {}});
     out.push_back(s);
   }
   out[2].max_per_epoch = 40;

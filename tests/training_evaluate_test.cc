@@ -141,14 +141,38 @@ TEST(ZeroShot, PromptsFillTheTemplateOrAppendTheClass) {
   EXPECT_EQ(mms::zero_shot_prompt("clothing:", "a dress"), "clothing: a dress");
 }
 
+TEST(TruePairs, DrawnViewsAndKeywordsMakePairs) {
+  mms::TrainSample cat1{0, "A black cat. Keywords: cat, pet.", "", "", {"cat", "pet"}, {}};
+  mms::TrainSample cat2{1, "Sleeping cat. Keywords: cat.", "", "", {"cat"}, {}};
+  mms::TrainSample dog{2, "Dog. Keywords: dog, pet.", "", "", {"dog", "pet"}, {}};
+  const std::vector<const mms::TrainSample*> batch = {&cat1, &cat2, &dog};
+  const size_t n = batch.size();
+  // Row 0 asks "a cat" (naming cat), row 1 drew its caption, row 2 asks "a pet and a dog".
+  std::vector<mms::CaptionView> views = {
+      {"a cat", {"cat"}}, {"Sleeping cat. Keywords: cat.", {}}, {"a pet and a dog", {"pet", "dog"}}};
+  std::vector<uint8_t> p = mms::true_pairs(batch, false, &views);
+  auto is_pair = [&](size_t image, size_t text) { return p[image * n + text]; };
+  EXPECT_TRUE(is_pair(1, 0));   // the second cat answers "a cat"...
+  EXPECT_FALSE(is_pair(0, 1));  // ...but the first cat is not "Sleeping cat."
+  EXPECT_FALSE(is_pair(2, 0));  // a dog is no cat
+  EXPECT_FALSE(is_pair(0, 2));  // a pet, but not a dog
+  EXPECT_TRUE(is_pair(2, 2));
+  for (size_t i = 0; i < n; ++i) EXPECT_TRUE(is_pair(i, i));
+  // Equal drawn texts pair their rows both ways.
+  views[2] = {"a cat", {}};
+  p = mms::true_pairs(batch, false, &views);
+  EXPECT_TRUE(is_pair(2, 0));
+  EXPECT_TRUE(is_pair(0, 2));
+}
+
 TEST(TruePairs, SameCaptionOrImageIsAPairAndLabelsCountWhenAsked) {
-  const mms::TrainSample coat1{0, "a photo of a coat", "a coat"};
-  const mms::TrainSample coat2{1, "a product photo of a jacket-like coat", "a coat"};
-  const mms::TrainSample bag{2, "a photo of a bag", "a bag"};
-  const mms::TrainSample coat1_again{0, "a black and white picture of a coat", "a coat"};
-  const mms::TrainSample emoji{3, "a photo of a bag", ""};
-  const mms::TrainSample emoji2{4, "grinning face", ""};
-  const mms::TrainSample emoji3{5, "smiling face", ""};
+  const mms::TrainSample coat1{0, "a photo of a coat", "a coat", "", {}, {}};
+  const mms::TrainSample coat2{1, "a product photo of a jacket-like coat", "a coat", "", {}, {}};
+  const mms::TrainSample bag{2, "a photo of a bag", "a bag", "", {}, {}};
+  const mms::TrainSample coat1_again{0, "a black and white picture of a coat", "a coat", "", {}, {}};
+  const mms::TrainSample emoji{3, "a photo of a bag", "", "", {}, {}};
+  const mms::TrainSample emoji2{4, "grinning face", "", "", {}, {}};
+  const mms::TrainSample emoji3{5, "smiling face", "", "", {}, {}};
   const std::vector<const mms::TrainSample*> batch = {&coat1, &coat2,  &bag,   &coat1_again,
                                                       &emoji, &emoji2, &emoji3};
   const size_t n = batch.size();

@@ -129,6 +129,23 @@ TEST_F(TempDir, ManifestSkipsBlankLinesAndAcceptsBomAndCrlf) {
   EXPECT_TRUE(read_manifest(write("empty.jsonl", "")).empty());
 }
 
+TEST_F(TempDir, ManifestReadsTitleKeywordsAndNames) {
+  const std::string path = write(
+      "m.jsonl",
+      R"({"image": "a.png", "caption": "Red apple. Keywords: apple, fruit.", "title": " Red apple ",)"
+      R"( "keywords": ["apple", " ", "fruit "], "names": ["mela rossa", "roter Apfel"]})"
+      "\n"
+      R"({"image": "b.png", "caption": "plain", "title": null, "keywords": null})");
+  const std::vector<Pair> pairs = read_manifest(path);
+  ASSERT_EQ(pairs.size(), 2u);
+  EXPECT_EQ(pairs[0].title, "Red apple");
+  EXPECT_EQ(pairs[0].keywords, (std::vector<std::string>{"apple", "fruit"}));  // trimmed, blanks out
+  EXPECT_EQ(pairs[0].names, (std::vector<std::string>{"mela rossa", "roter Apfel"}));
+  EXPECT_TRUE(pairs[1].title.empty());
+  EXPECT_TRUE(pairs[1].keywords.empty());
+  EXPECT_TRUE(pairs[1].names.empty());
+}
+
 TEST_F(TempDir, ManifestAcceptsRestvalAsTrain) {
   const std::string path =
       write("m.jsonl", R"({"image": "a.png", "caption": "x", "split": "restval"})");
@@ -157,6 +174,11 @@ TEST_F(TempDir, ManifestErrorsNameFileAndLine) {
       {R"({"image": "a.png", "caption": "x", "group": {}})", ": \"group\" must be a string"},
       {R"({"image": "a.png", "caption": "  "})", ": empty caption"},
       {R"({"image": "", "caption": "x"})", ": empty image path"},
+      {R"({"image": "a.png", "caption": "x", "title": 3})", ": \"title\" must be a string"},
+      {R"({"image": "a.png", "caption": "x", "keywords": "cat"})",
+       ": \"keywords\" must be an array of strings, not a string"},
+      {R"({"image": "a.png", "caption": "x", "names": ["a", 1]})",
+       ": \"names\" must hold only strings, not a number"},
       // Bytes that are not UTF-8 are escaped in the message, which stays ASCII.
       {"{\"image\": \"a.png\", \"caption\": \"\xC3\x28\"}",
        "invalid JSON: syntax error while parsing value - invalid string: ill-formed UTF-8 byte; "
@@ -359,7 +381,7 @@ TEST(ReadPairs, DispatchesOnContent) {
 }
 
 Pair pair(const std::string& image, const std::string& caption, Split split = Split::kTest) {
-  return Pair{image, caption, split, image, ""};
+  return Pair{image, caption, split, image, "", "", {}, {}};
 }
 
 TEST(MakeGallery, SharedTextsAndMultiCaptionImages) {

@@ -1,7 +1,9 @@
 #include "training/augment.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <iterator>
 #include <string_view>
 #include <vector>
 
@@ -77,6 +79,64 @@ std::string augment_caption(const std::string& caption, const AugmentConfig& con
   }
   out += '.';
   return out;
+}
+
+std::string fill_template(const std::string& tmpl, const std::string& words) {
+  const size_t at = tmpl.find("{}");
+  if (at == std::string::npos) return tmpl;
+  std::string head = tmpl.substr(0, at);
+  const bool vowel = !words.empty() && std::string_view("aeiouAEIOU").find(words[0]) !=
+                                           std::string_view::npos;
+  const bool article = head == "a " || (head.size() > 2 && head.compare(head.size() - 3, 3, " a ") == 0);
+  if (vowel && article) head.insert(head.size() - 1, "n");
+  return head + words + tmpl.substr(at + 2);
+}
+
+CaptionView draw_caption(const TrainSample& sample, const AugmentConfig& config,
+                         std::mt19937_64& rng) {
+  const double weights[] = {
+      config.view_caption,
+      sample.title.empty() ? 0.0 : config.view_title,
+      sample.keywords.empty() ? 0.0 : config.view_keywords,
+      sample.names.empty() ? 0.0 : config.view_names,
+  };
+  if (weights[1] + weights[2] + weights[3] <= 0) {
+    return {augment_caption(sample.caption, config, rng), {}};
+  }
+  std::discrete_distribution<int> pick(std::begin(weights), std::end(weights));
+  auto any = [&](const std::vector<std::string>& list) -> const std::string& {
+    return list[std::uniform_int_distribution<size_t>(0, list.size() - 1)(rng)];
+  };
+  auto templated = [&](const std::string& words) {
+    return fill_template(any(config.view_templates), words);
+  };
+  switch (pick(rng)) {
+    case 1: {
+      // Titles are written as names ("Red apple"); in a template they read lower-case.
+      std::string title = sample.title;
+      const std::string& tmpl = any(config.view_templates);
+      if (tmpl != "{}" && title.size() > 1 && std::isupper(static_cast<unsigned char>(title[0])) &&
+          !std::isupper(static_cast<unsigned char>(title[1]))) {
+        title[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(title[0])));
+      }
+      return {fill_template(tmpl, title), {}};
+    }
+    case 2: {
+      std::vector<std::string> concepts = {any(sample.keywords)};
+      std::bernoulli_distribution two(std::clamp(config.view_two_keywords, 0.0f, 1.0f));
+      if (sample.keywords.size() > 1 && two(rng)) {
+        const std::string& second = any(sample.keywords);
+        if (second != concepts[0]) concepts.push_back(second);
+      }
+      const std::string words =
+          concepts.size() == 1 ? concepts[0] : concepts[0] + " and " + concepts[1];
+      return {templated(words), std::move(concepts)};
+    }
+    case 3:
+      return {any(sample.names), {}};
+    default:
+      return {augment_caption(sample.caption, config, rng), {}};
+  }
 }
 
 void augment_image(const uint8_t* src, int32_t side, int32_t out_size, const AugmentConfig& config,

@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 
+#include "training/data_plan.h"
 #include "training/train_config.h"
 
 namespace mms {
@@ -23,6 +24,20 @@ void augment_image(const uint8_t* src, int32_t side, int32_t out_size, const Aug
 // keyword list come back unchanged.
 std::string augment_caption(const std::string& caption, const AugmentConfig& config,
                             std::mt19937_64& rng);
+
+// The text a training row uses this epoch, drawn from the sample's views with the weights of
+// config.view_*: the whole caption (then augment_caption applies), the title, one keyword or
+// two ("cat", "cat and dog"), or one of its other names. Title and keyword views are put into
+// a template of config.view_templates ("a drawing of a {}"; "a" turns "an" before a vowel).
+// A view the sample lacks gets no weight; with none but the caption this is
+// {augment_caption(caption), {}} and draws from the generator exactly as augment_caption does.
+// A keyword view reports the keywords it names in `concepts` (for true_pairs).
+CaptionView draw_caption(const TrainSample& sample, const AugmentConfig& config,
+                         std::mt19937_64& rng);
+
+// `tmpl` with "{}" replaced by `words`; "a {}" becomes "an {}" when `words` starts with a
+// vowel letter.
+std::string fill_template(const std::string& tmpl, const std::string& words);
 
 // The evaluation view: the whole stored square, resampled to out_size (a copy when equal).
 void plain_image(const uint8_t* src, int32_t side, int32_t out_size, float* out);

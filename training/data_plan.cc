@@ -6,15 +6,26 @@
 
 namespace mms {
 
-std::vector<uint8_t> true_pairs(const std::vector<const TrainSample*>& batch, bool by_label) {
+std::vector<uint8_t> true_pairs(const std::vector<const TrainSample*>& batch, bool by_label,
+                                const std::vector<CaptionView>* views) {
   const size_t n = batch.size();
+  auto text = [&](size_t j) -> const std::string& {
+    return views != nullptr ? (*views)[j].text : batch[j]->caption;
+  };
+  auto tagged = [&](const TrainSample& image, const std::vector<std::string>& concepts) {
+    if (concepts.empty()) return false;
+    return std::all_of(concepts.begin(), concepts.end(), [&](const std::string& c) {
+      return std::find(image.keywords.begin(), image.keywords.end(), c) != image.keywords.end();
+    });
+  };
   std::vector<uint8_t> pairs(n * n);
   for (size_t i = 0; i < n; ++i) {
     for (size_t j = 0; j < n; ++j) {
       const TrainSample& a = *batch[i];
       const TrainSample& b = *batch[j];
-      pairs[i * n + j] = a.caption == b.caption || a.image == b.image ||
-                         (by_label && !a.label.empty() && a.label == b.label);
+      pairs[i * n + j] = a.caption == b.caption || text(i) == text(j) || a.image == b.image ||
+                         (by_label && !a.label.empty() && a.label == b.label) ||
+                         (views != nullptr && tagged(a, (*views)[j].concepts));
     }
   }
   return pairs;

@@ -13,6 +13,17 @@ struct TrainSample {
   int32_t image = 0;  // index into the ImageStore
   std::string caption;
   std::string label;  // the manifest's class label, or empty
+  // The manifest's short descriptions (Pair::title, keywords, names), for caption views.
+  std::string title;
+  std::vector<std::string> keywords;
+  std::vector<std::string> names;
+};
+
+// The text a batch row trains with (draw_caption in augment.h) and the keywords it names:
+// a keyword view ("a cat") names "cat", so every image tagged "cat" answers it too.
+struct CaptionView {
+  std::string text;
+  std::vector<std::string> concepts;
 };
 
 struct TrainSource {
@@ -23,8 +34,11 @@ struct TrainSource {
 
 // Which (image i, caption j) of a batch are true pairs, row-major [n * n]: the same caption or
 // the same image in two rows is a true pair, not a negative; so is the same non-empty class
-// label when by_label is set.
-std::vector<uint8_t> true_pairs(const std::vector<const TrainSample*>& batch, bool by_label);
+// label when by_label is set. With `views` (one per row), rows whose drawn texts are equal
+// are true pairs as well, and image i also answers text j when views[j] names
+// concepts that are all among sample i's keywords (so the matrix need not be symmetric).
+std::vector<uint8_t> true_pairs(const std::vector<const TrainSample*>& batch, bool by_label,
+                                const std::vector<CaptionView>* views = nullptr);
 
 class DataPlan {
  public:

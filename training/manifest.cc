@@ -137,6 +137,28 @@ bool is_blank(std::string_view line) {
   return line.find_first_not_of(" \t\r\n\f\v") == std::string_view::npos;
 }
 
+// object[key] as a list of trimmed, non-empty strings (absent or null: empty); throws
+// Error::corrupt when it is not an array of strings.
+std::vector<std::string> string_list(const nlohmann::json& object, const char* key,
+                                     const std::string& where) {
+  std::vector<std::string> out;
+  const nlohmann::json* value = mi::find_value(object, key);
+  if (value == nullptr) return out;
+  if (!value->is_array()) {
+    throw Error::corrupt(where + ": \"" + key + "\" must be an array of strings, not " +
+                         mi::type_with_article(*value));
+  }
+  for (const nlohmann::json& item : *value) {
+    if (!item.is_string()) {
+      throw Error::corrupt(where + ": \"" + key + "\" must hold only strings, not " +
+                           mi::type_with_article(item));
+    }
+    std::string text = mi::trim(item.get_ref<const std::string&>());
+    if (!text.empty()) out.push_back(std::move(text));
+  }
+  return out;
+}
+
 // One manifest line into a pair; `where` is "manifest 'PATH' line N".
 Pair parse_manifest_line(const std::string& line, const std::filesystem::path& base,
                          const std::string& where) {
@@ -179,6 +201,11 @@ Pair parse_manifest_line(const std::string& line, const std::filesystem::path& b
   if (mi::find_value(object, "label") != nullptr) {
     pair.label = mi::require_string(object, "label", where);
   }
+  if (mi::find_value(object, "title") != nullptr) {
+    pair.title = mi::trim(mi::require_string(object, "title", where));
+  }
+  pair.keywords = string_list(object, "keywords", where);
+  pair.names = string_list(object, "names", where);
   return pair;
 }
 

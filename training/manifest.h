@@ -26,6 +26,12 @@ struct Pair {
   Split split = Split::kTrain;
   std::string group;  // concept id: pairs of one group must stay on one side of a split
   std::string label;  // optional class name (e.g. Fashion-MNIST's), for zero-shot accuracy
+  // Optional short descriptions of the same image, for training views (augment.h) and the
+  // natural-query evaluation (query_eval.h): what it shows in a few words ("red apple"), its
+  // tags ("apple", "fruit"), and other names (aliases, translations).
+  std::string title;
+  std::vector<std::string> keywords;
+  std::vector<std::string> names;
 };
 
 // The evaluation galleries of one split (DESIGN.md, evaluation protocol): its unique images
@@ -52,7 +58,9 @@ Gallery make_gallery(const std::vector<Pair>& pairs, Split split);
 //   {"image": "a/b.png", "caption": "...", "split": "train|val|test", "group": "..."}
 // "image" and "caption" are required strings. "split" is optional (absent or null means
 // train; "restval" is read as train). "group" is an optional string (absent or null means
-// the resolved image path). "label" is an optional class name. Other keys are ignored. Blank lines are skipped; a UTF-8 BOM
+// the resolved image path). "label" is an optional class name. "title" (a string),
+// "keywords" and "names" (arrays of strings) are optional short descriptions. Other keys
+// are ignored. Blank lines are skipped; a UTF-8 BOM
 // and CRLF line ends are accepted. Relative image paths resolve against `image_root`, or
 // the manifest's folder when it is empty. The file is read line by line.
 // Throws Error::not_found for a missing file, Error::corrupt "manifest 'PATH' line N: ..."

@@ -91,7 +91,8 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
           t,
           {"epochs", "batch_size", "accum_steps", "lr", "min_lr_ratio", "weight_decay",
            "warmup_steps", "grad_clip", "seed", "checkpoint_every", "max_train_tokens",
-           "loader_threads", "eval_max_images", "label_positives", "batch_by_source", "ema_decay"},
+           "loader_threads", "eval_max_images", "label_positives", "batch_by_source", "ema_decay",
+           "keyword_positives"},
           "train.", name);
       read(t, "epochs", c.epochs);
       read(t, "batch_size", c.batch_size);
@@ -109,18 +110,30 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
       read(t, "label_positives", c.label_positives);
       read(t, "batch_by_source", c.batch_by_source);
       read(t, "ema_decay", c.ema_decay);
+      read(t, "keyword_positives", c.keyword_positives);
     }
     if (j.contains("augment")) {
       const json& a = j.at("augment");
-      reject_unknown(
-          a, {"crop_scale_min", "crop_ratio", "jitter", "hflip", "keyword_drop", "keyword_shuffle"},
-          "augment.", name);
+      reject_unknown(a,
+                     {"crop_scale_min", "crop_ratio", "jitter", "hflip", "keyword_drop",
+                      "keyword_shuffle", "views", "view_two_keywords", "view_templates"},
+                     "augment.", name);
       read(a, "crop_scale_min", c.augment.crop_scale_min);
       read(a, "crop_ratio", c.augment.crop_ratio);
       read(a, "jitter", c.augment.jitter);
       read(a, "hflip", c.augment.hflip);
       read(a, "keyword_drop", c.augment.keyword_drop);
       read(a, "keyword_shuffle", c.augment.keyword_shuffle);
+      read(a, "view_two_keywords", c.augment.view_two_keywords);
+      read(a, "view_templates", c.augment.view_templates);
+      if (a.contains("views")) {
+        const json& v = a.at("views");
+        reject_unknown(v, {"caption", "title", "keywords", "names"}, "augment.views.", name);
+        read(v, "caption", c.augment.view_caption);
+        read(v, "title", c.augment.view_title);
+        read(v, "keywords", c.augment.view_keywords);
+        read(v, "names", c.augment.view_names);
+      }
     }
   } catch (const json::exception& e) {
     throw Error::invalid_argument("train config '" + name + "' is not valid: " + e.what());
@@ -137,6 +150,22 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   }
   require_unit_interval(c.augment.keyword_drop, "augment.keyword_drop", name);
   require_unit_interval(c.ema_decay, "train.ema_decay", name);
+  require_unit_interval(c.augment.view_two_keywords, "augment.view_two_keywords", name);
+  const AugmentConfig& a = c.augment;
+  if (!(a.view_caption >= 0 && a.view_title >= 0 && a.view_keywords >= 0 && a.view_names >= 0) ||
+      !(a.view_caption + a.view_title + a.view_keywords + a.view_names > 0)) {
+    throw Error::invalid_argument("train config '" + name +
+                                  "': augment.views weights must be >= 0 with a positive sum");
+  }
+  if (a.view_templates.empty()) {
+    throw Error::invalid_argument("train config '" + name + "': augment.view_templates is empty");
+  }
+  for (const std::string& t : a.view_templates) {
+    if (t.find("{}") == std::string::npos) {
+      throw Error::invalid_argument("train config '" + name + "': augment.view_templates entry '" +
+                                    t + "' has no {}");
+    }
+  }
   return c;
 }
 
@@ -174,14 +203,22 @@ std::string train_config_to_json(const TrainConfig& c) {
         {"eval_max_images", c.eval_max_images},
         {"label_positives", c.label_positives},
         {"batch_by_source", c.batch_by_source},
-        {"ema_decay", c.ema_decay}}},
+        {"ema_decay", c.ema_decay},
+        {"keyword_positives", c.keyword_positives}}},
       {"augment",
        {{"crop_scale_min", c.augment.crop_scale_min},
         {"crop_ratio", c.augment.crop_ratio},
         {"jitter", c.augment.jitter},
         {"hflip", c.augment.hflip},
         {"keyword_drop", c.augment.keyword_drop},
-        {"keyword_shuffle", c.augment.keyword_shuffle}}},
+        {"keyword_shuffle", c.augment.keyword_shuffle},
+        {"views",
+         {{"caption", c.augment.view_caption},
+          {"title", c.augment.view_title},
+          {"keywords", c.augment.view_keywords},
+          {"names", c.augment.view_names}}},
+        {"view_two_keywords", c.augment.view_two_keywords},
+        {"view_templates", c.augment.view_templates}}},
   };
   return j.dump(2) + "\n";
 }

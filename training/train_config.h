@@ -26,6 +26,18 @@ struct AugmentConfig {
   // Caption augmentation for "<text> Keywords: a, b, c." captions (see augment_caption).
   float keyword_drop = 0.0f;     // each keyword is left out with this probability
   bool keyword_shuffle = false;  // the kept keywords come in a random order
+  // Caption views (draw_caption in augment.h): each training row draws its text from the
+  // whole caption, the title, one or two keywords, or another name, with these relative
+  // weights; a view the pair lacks is skipped. The defaults keep the whole caption only.
+  float view_caption = 1.0f;
+  float view_title = 0.0f;
+  float view_keywords = 0.0f;
+  float view_names = 0.0f;
+  float view_two_keywords = 0.3f;  // a keyword view names two keywords with this probability
+  // Prompt templates for title and keyword views, "{}" standing for the words; "a {}" becomes
+  // "an {}" before a vowel.
+  std::vector<std::string> view_templates = {"{}", "a {}", "a picture of a {}",
+                                             "a drawing of a {}", "an image of a {}"};
 };
 
 struct TrainConfig {
@@ -56,6 +68,9 @@ struct TrainConfig {
   // step, ramped up as min(decay, (1 + step) / (10 + step)) so early averages follow the
   // model) and validates and exports the average instead of the last step's weights.
   double ema_decay = 0.0;
+  // A keyword view ("a cat", augment.views) also counts every image of the batch whose
+  // keywords include its keyword(s) as a true pair, not only its own image.
+  bool keyword_positives = false;
   AugmentConfig augment;
 };
 

@@ -68,7 +68,8 @@ Data load_data(const TrainConfig& config, int32_t threads) {
     std::vector<Pair> val;
     for (Pair& p : read_pairs(source.path)) {
       if (p.split == Split::kTrain)
-        ts.samples.push_back({image_index(p.image), std::move(p.caption), p.label});
+        ts.samples.push_back({image_index(p.image), std::move(p.caption), p.label,
+                              std::move(p.title), std::move(p.keywords), std::move(p.names)});
       if (p.split == Split::kVal) val.push_back(std::move(p));
     }
     if (ts.samples.empty()) {
@@ -177,13 +178,16 @@ class Loader {
     Batch batch;
     batch.pixels = torch::empty({n, 3, s, s}, torch::kFloat);
     std::vector<std::vector<int32_t>> ids(samples.size());
+    std::vector<CaptionView> views(samples.size());
     size_t width = 0;
     for (int64_t i = 0; i < n; ++i) {
       std::mt19937_64 rng(config_.seed * 1000003ULL + static_cast<uint64_t>(b) * 4099ULL +
                           static_cast<uint64_t>(i));
       augment_image(data_.store.image(samples[i]->image), data_.store.side, s, config_.augment, rng,
                     batch.pixels[i].data_ptr<float>());
-      ids[i] = tokenizer_.encode(augment_caption(samples[i]->caption, config_.augment, rng));
+      views[i] = draw_caption(*samples[i], config_.augment, rng);
+      if (!config_.keyword_positives) views[i].concepts.clear();
+      ids[i] = tokenizer_.encode(views[i].text);
       if (config_.max_train_tokens > 2 && ids[i].size() > size_t(config_.max_train_tokens)) {
         ids[i].resize(config_.max_train_tokens);
         ids[i].back() = tokenizer_.eos_id();
@@ -192,7 +196,7 @@ class Loader {
     }
     batch.ids = torch::full({n, static_cast<int64_t>(width)}, tokenizer_.pad_id(), torch::kLong);
     batch.lengths = torch::empty({n}, torch::kLong);
-    std::vector<uint8_t> pairs = true_pairs(samples, config_.label_positives);
+    std::vector<uint8_t> pairs = true_pairs(samples, config_.label_positives, &views);
     batch.positives = torch::from_blob(pairs.data(), {n, n}, torch::kUInt8).to(torch::kBool);
     auto id = batch.ids.accessor<int64_t, 2>();
     for (int64_t i = 0; i < n; ++i) {
