@@ -2,12 +2,18 @@
 # Fetch mmsearch's public training / evaluation data into data/cache/ (git-ignored) and
 # write the JSONL manifests to data/manifests/ (git-ignored). See data/README.md.
 #
-#   scripts/fetch_data.sh [--only emoji|openclipart|fashion_mnist]... [--force]
+#   scripts/fetch_data.sh [--only SET]... [--force]
+#   (SET: openclipart, emoji, fashion_mnist, tuxpaint, openmoji, icons, emoji_styles)
 #
 # Sources (nothing is installed system-wide):
-#   Debian:  openclipart-png, openclipart-svg, dataset-fashion-mnist   (apt-get download + dpkg -x)
+#   Debian:  openclipart-png, openclipart-svg, dataset-fashion-mnist,
+#            tuxpaint-stamps-default                                   (apt-get download + dpkg -x)
 #   npm:     emoji-datasource-google@16.0.0, emoji-datasource-twitter@16.0.0,
-#            emojibase-data@17.0.0                                     (npm pack + tar xzf)
+#            emojibase-data@17.0.0, emojilib@4.0.3, openmoji@17.0.0,
+#            @iconify-json/{game-icons,icon-park,mdi,fa6-solid,tabler,lucide,lucide-lab,
+#            streamline-color,emojione,fxemoji,streamline-emojis,noto-v1}
+#            (versions below)                                          (npm pack + tar xzf)
+#   SVGs are rendered to PNG with rsvg-convert (Debian librsvg2-bin).
 #
 # Idempotent: each package is unpacked into a temp folder, renamed into place and only then
 # marked complete (data/cache/<name>/.complete); a complete package is never downloaded
@@ -29,12 +35,22 @@ fi
 EMOJI_GOOGLE_VERSION=16.0.0
 EMOJI_TWITTER_VERSION=16.0.0
 EMOJIBASE_VERSION=17.0.0
+EMOJILIB_VERSION=4.0.3
+OPENMOJI_VERSION=17.0.0
+# @iconify-json/<set>@<version>, in this order (keep in step with ICON_SETS in
+# scripts/data_prep/icons.py).
+ICON_SETS=(game-icons@1.2.4 icon-park@1.2.4 mdi@1.2.3 fa6-solid@1.2.4 tabler@1.2.41
+           lucide@1.2.137 lucide-lab@1.2.3 streamline-color@1.2.2)
+# Emoji styles matched to the emoji set by name (EMOJI_STYLE_SETS in data_prep/emoji_styles.py).
+EMOJI_STYLE_SETS=(emojione@1.2.3 fxemoji@1.2.2 streamline-emojis@1.2.4 noto-v1@1.2.5)
+
+SETS=(openclipart emoji fashion_mnist tuxpaint openmoji icons emoji_styles)
 
 log() { printf '[fetch_data] %s\n' "$*" >&2; }
 die() { printf '[fetch_data] error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
 }
 
 ONLY=()
@@ -42,10 +58,10 @@ FORCE=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --only)
-            [ $# -ge 2 ] || die "--only needs a value: emoji, openclipart or fashion_mnist"
-            case "$2" in
-                emoji|openclipart|fashion_mnist) ONLY+=("$2") ;;
-                *) die "unknown data set '$2' (expected emoji, openclipart or fashion_mnist)" ;;
+            [ $# -ge 2 ] || die "--only needs a value: one of ${SETS[*]}"
+            case " ${SETS[*]} " in
+                *" $2 "*) ONLY+=("$2") ;;
+                *) die "unknown data set '$2' (expected one of: ${SETS[*]})" ;;
             esac
             shift 2 ;;
         --only=*)
@@ -118,8 +134,10 @@ deb_version() {  # candidate version of a Debian package, from the local apt lis
     apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2; exit}'
 }
 
-fetch_deb() {  # fetch_deb PACKAGE: download + unpack into data/cache/PACKAGE
-    local pkg=$1 version deb tmp f
+fetch_deb() {  # fetch_deb PACKAGE [PRUNE_GLOB...]: download + unpack into data/cache/PACKAGE,
+               # deleting the files whose names match a PRUNE_GLOB (e.g. sounds) before install
+    local pkg=$1 version deb tmp f glob
+    shift
     if [ -f "$CACHE/$pkg/.complete" ]; then
         log "$pkg: cached ($(sed -n 's/^version=//p' "$CACHE/$pkg/.complete"))"
         return 0
@@ -148,6 +166,7 @@ fetch_deb() {  # fetch_deb PACKAGE: download + unpack into data/cache/PACKAGE
     rm -rf "$tmp"
     log "$pkg: unpacking $(basename "$deb") ($(du -h "$deb" | cut -f1))"
     dpkg -x "$deb" "$tmp" || { rm -rf "$tmp"; die "$pkg: 'dpkg -x $(basename "$deb")' failed"; }
+    for glob in "$@"; do find "$tmp" -name "$glob" -type f -delete; done
     install_tree "$pkg" "$tmp"
     mark_complete "$pkg" "$version" "$deb"
     rm -f "$deb"
@@ -163,11 +182,15 @@ update_apt_lists() {  # once per run, when a package is unknown or its download 
     apt-get update -qq || die "'apt-get update' failed"
 }
 
-fetch_npm() {  # fetch_npm NAME VERSION KEEP...: npm pack + unpack into data/cache/NAME/package,
-               # keeping only the listed paths of the package (relative to package/)
-    local name=$1 version=$2 tgz tmp keep unpacked
+fetch_npm() {  # fetch_npm NAME VERSION KEEP...: npm pack + unpack into data/cache/DIR/package,
+               # keeping only the listed paths of the package (relative to package/; a path
+               # written ?path is kept if the package has it). DIR is NAME, a scoped name
+               # @scope/pkg becoming scope-pkg (@iconify-json/mdi -> iconify-json-mdi).
+    local name=$1 version=$2 tgz tmp keep unpacked dir optional
     shift 2
-    if is_complete "$name" "$version"; then
+    dir=${name#@}
+    dir=${dir//\//-}
+    if is_complete "$dir" "$version"; then
         log "$name: cached ($version)"
         return 0
     fi
@@ -175,13 +198,13 @@ fetch_npm() {  # fetch_npm NAME VERSION KEEP...: npm pack + unpack into data/cac
     need tar "unpacking npm packages needs tar"
     mkdir -p "$DOWNLOADS"
     log "$name: downloading $name@$version"
-    rm -f "$DOWNLOADS/$name-"*.tgz
+    rm -f "$DOWNLOADS/$dir-"*.tgz
     tgz=$(cd "$DOWNLOADS" && npm pack --silent --cache "$DOWNLOADS/npm-cache" "$name@$version" | tail -n1) \
         || die "$name: 'npm pack $name@$version' failed (network? does the version exist? try: npm view $name@$version version)"
     if [ -z "$tgz" ] || [ ! -f "$DOWNLOADS/$tgz" ]; then
         die "$name: npm pack left no tarball in $DOWNLOADS"
     fi
-    tmp="$CACHE/.$name.unpack.$$"
+    tmp="$CACHE/.$dir.unpack.$$"
     rm -rf "$tmp"
     mkdir -p "$tmp/unpacked"
     log "$name: unpacking $tgz ($(du -h "$DOWNLOADS/$tgz" | cut -f1))"
@@ -193,14 +216,22 @@ fetch_npm() {  # fetch_npm NAME VERSION KEEP...: npm pack + unpack into data/cac
     # Keep what prepare_data.py reads plus the license files (saves ~200 MB of sheets,
     # other image sizes and other locales).
     mkdir -p "$tmp/final/package"
-    for keep in package.json LICENSE README.md "$@"; do
-        [ -e "$unpacked/$keep" ] || die "$name: '$keep' missing from $tgz"
+    for keep in package.json "$@"; do
+        optional=0
+        case "$keep" in \?*) optional=1; keep=${keep#\?} ;; esac
+        if [ ! -e "$unpacked/$keep" ]; then
+            [ "$optional" = 1 ] && continue
+            rm -rf "$tmp"; die "$name: '$keep' missing from $tgz"
+        fi
         mkdir -p "$tmp/final/package/$(dirname "$keep")"
         mv "$unpacked/$keep" "$tmp/final/package/$keep"
     done
-    install_tree "$name" "$tmp/final"
+    for keep in "$unpacked"/LICENSE* "$unpacked"/LICENCE* "$unpacked"/README.md; do
+        if [ -f "$keep" ]; then mv "$keep" "$tmp/final/package/"; fi
+    done
+    install_tree "$dir" "$tmp/final"
     rm -rf "$tmp"
-    mark_complete "$name" "$version" "$DOWNLOADS/$tgz"
+    mark_complete "$dir" "$version" "$DOWNLOADS/$tgz"
     rm -f "$DOWNLOADS/$tgz"
 }
 
@@ -211,10 +242,38 @@ fi
 if wanted fashion_mnist; then
     fetch_deb dataset-fashion-mnist
 fi
+if wanted tuxpaint; then
+    need rsvg-convert "rendering the SVG stamps needs librsvg2-bin (apt-get install librsvg2-bin)"
+    fetch_deb tuxpaint-stamps-default '*.ogg' '*.wav'   # the stamps' sounds are not used
+fi
 if wanted emoji; then
     fetch_npm emoji-datasource-google "$EMOJI_GOOGLE_VERSION" emoji.json img/google/64
     fetch_npm emoji-datasource-twitter "$EMOJI_TWITTER_VERSION" emoji.json img/twitter/64
     fetch_npm emojibase-data "$EMOJIBASE_VERSION" en/data.json
+    fetch_npm emojilib "$EMOJILIB_VERSION" dist/emoji-en-US.json
+fi
+if wanted openmoji || wanted emoji_styles; then
+    # both take the emoji set's groups (same concept, same split): they read its data too
+    fetch_npm emoji-datasource-google "$EMOJI_GOOGLE_VERSION" emoji.json img/google/64
+    fetch_npm emoji-datasource-twitter "$EMOJI_TWITTER_VERSION" emoji.json img/twitter/64
+    fetch_npm emojibase-data "$EMOJIBASE_VERSION" en/data.json
+    fetch_npm emojilib "$EMOJILIB_VERSION" dist/emoji-en-US.json
+fi
+if wanted openmoji; then
+    need rsvg-convert "rendering OpenMoji's SVGs needs librsvg2-bin (apt-get install librsvg2-bin)"
+    fetch_npm openmoji "$OPENMOJI_VERSION" data/openmoji.json color/svg black/svg
+fi
+if wanted icons; then
+    need rsvg-convert "rendering the icons needs librsvg2-bin (apt-get install librsvg2-bin)"
+    for spec in "${ICON_SETS[@]}"; do
+        fetch_npm "@iconify-json/${spec%@*}" "${spec##*@}" icons.json info.json ?metadata.json
+    done
+fi
+if wanted emoji_styles; then
+    need rsvg-convert "rendering the emoji icons needs librsvg2-bin (apt-get install librsvg2-bin)"
+    for spec in "${EMOJI_STYLE_SETS[@]}"; do
+        fetch_npm "@iconify-json/${spec%@*}" "${spec##*@}" icons.json info.json ?metadata.json
+    done
 fi
 rm -rf "$DOWNLOADS/npm-cache"
 rmdir "$DOWNLOADS" 2>/dev/null || true

@@ -4,14 +4,16 @@ scripts/fetch_data.sh fills (standard library only).
 
     /usr/bin/python3 scripts/prepare_data.py [--cache DIR] [--out DIR] [--only SET ...] [--force]
 
-Writes OUT/{openclipart,emoji,fashion_mnist}.jsonl and OUT/all.jsonl (their concatenation),
-one {"image", "caption", "split", "group"} object per line, image paths relative to OUT.
+Writes OUT/<set>.jsonl for every set in SETS and OUT/all.jsonl (their concatenation), one
+{"image", "caption", "split", "group"[, "label"][, "title"][, "keywords"][, "names"]} object
+per line, image paths relative to OUT (see data/README.md).
 Every file is written through a temp file + rename. A set whose inputs and code did not change
 since its manifest was written is not rebuilt (--force rebuilds). Prints counts per split.
 """
 
 import argparse
 import hashlib
+import importlib
 import os
 import sys
 import time
@@ -22,25 +24,31 @@ sys.path.insert(0, HERE)
 from data_prep import common  # noqa: E402
 
 REPO_ROOT = os.path.dirname(HERE)
-SETS = ("openclipart", "emoji", "fashion_mnist")
+SETS = ("openclipart", "emoji", "fashion_mnist", "tuxpaint", "openmoji", "icons", "emoji_styles")
 # Cache folders (each with a .complete marker written by fetch_data.sh) that a set reads.
 INPUTS = {
     "openclipart": ["openclipart-png", "openclipart-svg"],
-    "emoji": ["emoji-datasource-google", "emoji-datasource-twitter", "emojibase-data"],
+    "emoji": ["emoji-datasource-google", "emoji-datasource-twitter", "emojibase-data", "emojilib"],
     "fashion_mnist": ["dataset-fashion-mnist"],
+    "tuxpaint": ["tuxpaint-stamps-default"],
+    "openmoji": ["openmoji", "emoji-datasource-google", "emoji-datasource-twitter", "emojibase-data",
+                 "emojilib"],
 }
+from data_prep import emoji_styles as _emoji_styles, icons as _icons  # noqa: E402
+INPUTS["icons"] = ["iconify-json-" + name for name, _version, _licence in _icons.ICON_SETS]
+INPUTS["emoji_styles"] = (["iconify-json-" + name for name, _v, _l in _emoji_styles.EMOJI_STYLE_SETS]
+                          + INPUTS["emoji"])
 # Files that must exist for a skipped set to still be usable (built by this script).
-OUTPUT_MARKERS = {"fashion_mnist": [os.path.join("fashion_mnist", "png", ".complete")]}
+OUTPUT_MARKERS = {"fashion_mnist": [os.path.join("fashion_mnist", "png", ".complete")],
+                  "tuxpaint": [os.path.join("tuxpaint", "png", ".complete")],
+                  "openmoji": [os.path.join("openmoji-png", ".complete")],
+                  "icons": [os.path.join("icons", "png", ".complete")],
+                  "emoji_styles": [os.path.join("icons", "png", _emoji_styles.MARKER)]}
 
 
 def builder(name):
-    if name == "openclipart":
-        from data_prep import openclipart as mod
-    elif name == "emoji":
-        from data_prep import emoji as mod
-    else:
-        from data_prep import fashion_mnist as mod
-    return mod.build
+    module = importlib.import_module("data_prep." + name)
+    return module.build
 
 
 def stamp_for(name, cache_dir):

@@ -15,7 +15,7 @@ packages=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libcpp-httplib-dev libboost-dev libsqlite3-dev sqlite3
   nlohmann-json3-dev libcli11-dev libspdlog-dev libgtest-dev
-  python3 curl chromium
+  python3 curl chromium librsvg2-bin
 )
 # Node.js and npm for the browser test's driver: the machine's own if it has them, else Debian's.
 command -v npm >/dev/null || packages+=(nodejs npm)

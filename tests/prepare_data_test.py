@@ -6,6 +6,7 @@
 Standard library only; needs no network and no downloaded data.
 """
 
+import collections
 import gzip
 import hashlib
 import io
@@ -21,7 +22,8 @@ from contextlib import redirect_stdout
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 
-from data_prep import common, emoji, fashion_mnist, openclipart  # noqa: E402
+from data_prep import (common, emoji, emoji_styles, fashion_mnist, icons, openclipart,  # noqa: E402
+                       openmoji, render, tuxpaint)
 from data_prep.png import PNG_SIGNATURE, decode_png_simple, encode_png  # noqa: E402
 import prepare_data  # noqa: E402
 
@@ -393,6 +395,214 @@ class ManifestTest(unittest.TestCase):
             self.assertEqual([r["group"] for r in rows], ["openclipart", "emoji"])
             self.assertIn("up to date", buf.getvalue())
             self.assertRegex(buf.getvalue(), r"\nall +1 +0 +1 +2 +2\n")
+
+
+class ManifestFieldsTest(unittest.TestCase):
+    def test_optional_fields_order_and_omission(self):
+        line = common.manifest_line("a.png", "c", "train", "g", None, "red apple", ["fruit"], ["mela"])
+        self.assertEqual(list(json.loads(line)), ["image", "caption", "split", "group", "title",
+                                                  "keywords", "names"])
+        line = common.manifest_line("a.png", "c", "train", "g", "3", "", [], None)
+        self.assertEqual(list(json.loads(line)), ["image", "caption", "split", "group", "label"])
+
+    def test_write_manifest_takes_fields_from_records(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "m", "set.jsonl")
+            records = [{"image": os.path.join(tmp, "a.png"), "caption": "A dog.", "split": "test",
+                        "group": "g", "title": "dog", "keywords": ["dog", "animal"], "names": []}]
+            common.write_manifest(path, records)
+            row = common.read_manifest(path)[0]
+            self.assertEqual(row["title"], "dog")
+            self.assertEqual(row["keywords"], ["dog", "animal"])
+            self.assertNotIn("names", row)
+
+    def test_clean_keywords_names_title(self):
+        self.assertEqual(common.clean_keywords(["Clip_Art", "Christmas_Tree", ":D", "face", "Face",
+                                                "icon", "outline", "SVG", "x" * 50, "light"]),
+                         ["christmas tree", "face", "light"])
+        self.assertEqual(common.clean_keywords(["grinning face", "grin"], exclude=["Grinning Face"]), ["grin"])
+        self.assertEqual(len(common.clean_keywords(["w%d" % i for i in range(40)])), common.MAX_KEYWORDS)
+        self.assertEqual(common.clean_names(["Una mela", "una mela!", "", "x" * 81, "Ein Apfel"],
+                                            exclude=["An apple"]), ["Una mela", "Ein Apfel"])
+        self.assertEqual(common.clean_title(" A red apple. "), "A red apple")
+        self.assertEqual(common.clean_title("Wait..."), "Wait...")
+
+
+class EmojilibTest(unittest.TestCase):
+    def test_emojilib_keywords_and_skin_tones(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "emoji-en-US.json")
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump({"\U0001F44B": ["waving_hand", "Hands", "Gesture", ":)", "hand"],
+                           "\u263A\uFE0F": ["relaxed", "smile"]}, f)
+            table = emoji.load_emojilib(path)
+        self.assertEqual(table["263A"], ["relaxed", "smile"])
+        self.assertEqual(emoji.keywords_for("waving hand", ["hand", "wave"], table["1F44B"]),
+                         ["hand", "wave", "hands", "gesture"])
+        self.assertEqual(emoji.names_for(["smiling face"], table["263A"]), ["relaxed"])
+        self.assertEqual(emoji.names_for(["waving hand"], table["1F44B"]), [])
+        datasource = [{"unified": "1F44B", "image": "1f44b.png", "has_img_google": True,
+                       "has_img_twitter": False,
+                       "skin_variations": {"1F3FB": {"unified": "1F44B-1F3FB", "image": "1f44b-1f3fb.png",
+                                                     "has_img_google": True, "has_img_twitter": False}}}]
+        base = {"1F44B": ("waving hand", ["wave"], "1F44B"),
+                "1F44B-1F3FB": ("waving hand: light skin tone", ["wave"], "1F44B")}
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("1f44b.png", "1f44b-1f3fb.png"):
+                open(os.path.join(tmp, name), "wb").close()
+            records = emoji.build_records(datasource, base, {"google": tmp, "twitter": tmp}, {}, table)
+        self.assertEqual([r["title"] for r in records], ["waving hand", "waving hand: light skin tone"])
+        self.assertEqual(records[1]["keywords"], ["wave", "hands", "gesture", "hand"])
+        self.assertEqual(records[1]["names"], [])
+        self.assertEqual(records[0]["caption"], "waving hand. Keywords: wave.")  # caption unchanged
+
+
+class TuxPaintTest(unittest.TestCase):
+    TXT = ("A red apple.\nit.utf8=Una mela rossa.\nde.utf8=Ein roter Apfel.\n"
+           "en_GB.utf8=A red apple.\nfr.utf8=Une pomme rouge.\nzz.utf8=\n")
+
+    def test_parse_description(self):
+        english, tr = tuxpaint.parse_description(self.TXT)
+        self.assertEqual(english, "A red apple.")
+        self.assertEqual(list(tr), ["it", "de", "en_GB", "fr"])
+        self.assertEqual(tuxpaint.make_names(tr, english), ["Una mela rossa", "Ein roter Apfel",
+                                                            "Une pomme rouge"])
+
+    def test_titles_and_base_names(self):
+        self.assertEqual(tuxpaint.make_title("A red apple.", "apple"), "red apple")
+        self.assertEqual(tuxpaint.make_title("Dollar sign.", "dollars_1_dollar"), "dollar sign")
+        self.assertEqual(tuxpaint.make_title("Eat your bread!", "bread"), "bread")
+        self.assertEqual(tuxpaint.make_title("A Canadian dollar. It is named after a bird.", "x"),
+                         "Canadian dollar")
+        self.assertEqual(tuxpaint.base_name("A_filled"), "a")
+        self.assertEqual(tuxpaint.base_name("tugboat_mirror"), "tugboat")
+        self.assertEqual(tuxpaint.base_name("Brown_slug"), "brown slug")
+        self.assertEqual(tuxpaint.make_keywords("red apple", os.path.join("food", "fruit", "cartoon")),
+                         ["red", "apple", "fruit", "food"])
+
+    def test_scan_and_records(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            d = os.path.join(tmp, "food", "fruit")
+            os.makedirs(d)
+            for name, data in (("apple.png", encode_png(b"\x00", 1, 1)), ("apple.txt", self.TXT),
+                               ("apple_mirror.png", b"x"), ("pear.svg", "<svg/>"),
+                               ("pear.txt", "A pear.\n"), ("plum.txt", "A plum.\n")):
+                with open(os.path.join(d, name), "wb" if isinstance(data, bytes) else "w") as f:
+                    f.write(data)
+            stamps = tuxpaint.scan(tmp)
+            self.assertEqual([s[1] for s in stamps], ["apple", "pear"])  # plum: no image
+            records = tuxpaint.build_records(stamps, os.path.join(tmp, "png"))
+        self.assertEqual(records[0]["caption"], "A red apple.")
+        self.assertEqual(records[0]["group"], "tuxpaint:apple")
+        self.assertEqual(records[1]["svg"].rsplit(os.sep, 1)[1], "pear.svg")
+        self.assertTrue(records[1]["image"].endswith(os.path.join("png", "food", "fruit", "pear.png")))
+
+
+class OpenMojiTest(unittest.TestCase):
+    def test_groups_follow_the_emoji_set(self):
+        groups = {"1F44B": "emoji:1F44B", "1F1F3-1F1F4": "emoji:1F1E7-1F1FB"}  # merged flag
+        g = openmoji.group_for
+        self.assertEqual(g({"hexcode": "1F44B-1F3FB", "skintone_base_hexcode": "1F44B"}, groups), "emoji:1F44B")
+        self.assertEqual(g({"hexcode": "1F1F3-1F1F4"}, groups), "emoji:1F1E7-1F1FB")
+        self.assertEqual(g({"hexcode": "E0A0", "skintone_base_hexcode": ""}, groups), "openmoji:E0A0")
+
+    def test_records_and_shared_pictures(self):
+        entries = [{"hexcode": "1F44B", "annotation": "waving hand", "tags": "hand, wave",
+                    "openmoji_tags": "hello", "skintone_base_hexcode": ""},
+                   {"hexcode": "1F44B-1F3FB", "annotation": "waving hand: light skin tone", "tags": "",
+                    "openmoji_tags": "", "skintone_base_hexcode": "1F44B"}]
+        with tempfile.TemporaryDirectory() as tmp:
+            dirs = {s: os.path.join(tmp, s) for s in openmoji.STYLES}
+            for d in dirs.values():
+                os.makedirs(d)
+                for e in entries:
+                    open(os.path.join(d, e["hexcode"] + ".svg"), "w").close()
+            records, missing = openmoji.build_records(entries, dirs, os.path.join(tmp, "png"), {"1F44B": "emoji:1F44B"})
+        self.assertEqual(missing, 0)
+        self.assertEqual(len(records), 4)
+        self.assertEqual(records[0]["caption"], "waving hand. Keywords: hand, wave.")
+        self.assertEqual(records[0]["keywords"], ["hand", "wave", "hello"])
+        self.assertEqual(records[2]["caption"], "waving hand: light skin tone. Keywords: hand, wave.")
+        self.assertEqual({r["group"] for r in records}, {"emoji:1F44B"})
+        pics = [{"image": "a", "group": "g1"}, {"image": "b", "group": "g2"},
+                {"image": "c", "group": "g3"}, {"image": "d", "group": "g3"}]
+        content = {"a": 1, "b": 1, "c": 2, "d": 2}  # a/b: one picture, two concepts
+        kept, dropped = openmoji.drop_shared_pictures(pics, key=lambda r: content[r["image"]])
+        self.assertEqual(([r["image"] for r in kept], dropped), (["c", "d"], 2))
+
+
+class IconsTest(unittest.TestCase):
+    def test_concepts(self):
+        self.assertEqual(icons.concept_of("account-outline"), "account")
+        self.assertEqual(icons.concept_of("bookmark-one", "icon-park"), "bookmark")
+        self.assertEqual(icons.concept_of("bookmark-one", "mdi"), "bookmark one")
+        self.assertEqual(icons.concept_of("add-1-flat"), "add")
+        self.assertEqual(icons.concept_of("traffic-light"), "traffic light")
+        self.assertEqual(icons.concept_of("x-2"), "x")
+        self.assertTrue(icons.is_brand("tabler", "brand-github", []))
+        self.assertTrue(icons.is_brand("mdi", "apple", []))
+        self.assertFalse(icons.is_brand("game-icons", "apple", []))
+        self.assertTrue(icons.is_brand("mdi", "android", ["Brand / Logo"]))
+
+    def test_concepts_of_set(self):
+        data = {"width": 24, "height": 24, "icons": {
+            "apple-outline": {"body": '<path fill="currentColor" d="M0 0h1v1z"/>'},
+            "apple": {"body": '<path fill="currentColor" d="M0 0h2v2z"/>', "width": 48},
+            "apple-bold": {"body": "<path/>"},
+            "star-filled": {"body": "<path/>"},
+            "ghost": {"body": "<path/>", "hidden": True},
+            "acme-logo": {"body": "<path/>"}},
+            "aliases": {"pomme": {"parent": "apple-outline"}, "fruit-apple": {"parent": "pomme"}}}
+        meta = {"categories": {"Food / Drink": ["apple", "apple-outline"], "Shapes": ["star-filled"]}}
+        stats = collections.Counter()
+        out = icons.concepts_of_set("test", data, meta, stats)
+        self.assertEqual([(c["name"], c["concept"]) for c in out], [("apple", "apple"), ("star-filled", "star")])
+        self.assertEqual(out[0]["caption"], "apple. Keywords: food, drink, pomme, fruit apple.")
+        self.assertEqual(out[0]["names"], ["pomme", "fruit apple"])
+        self.assertEqual(out[0]["keywords"], ["food", "drink", "pomme", "fruit apple", "apple"])
+        self.assertIn('viewBox="0 0 48 24" width="128" height="128"', out[0]["svg"])
+        self.assertNotIn("currentColor", out[0]["svg"])
+        self.assertEqual((stats["hidden"], stats["brand"], stats["variants_collapsed"]), (1, 1, 2))
+        self.assertEqual(icons.group_key("Apple"), "icon:apple")
+
+
+class RenderTest(unittest.TestCase):
+    def test_existing_pngs_are_not_rendered(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            png = os.path.join(tmp, "a.png")
+            open(png, "wb").close()
+            self.assertEqual(render.render_all([("<svg/>", png)], 16, log=quiet), {})
+
+    @unittest.skipUnless(__import__("shutil").which("rsvg-convert"), "rsvg-convert not installed")
+    def test_render_svg_text_and_failure(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            good, bad = os.path.join(tmp, "x", "good.png"), os.path.join(tmp, "bad.png")
+            svg = icons.svg_document({"body": '<path fill="currentColor" d="M0 0h24v24z"/>'}, 24, 24)
+            errors = render.render_all([(svg, good), ("<svg", bad)], 16, log=quiet)
+            self.assertEqual(list(errors), [bad])
+            with open(good, "rb") as f:
+                self.assertEqual(f.read(8), PNG_SIGNATURE)
+            self.assertEqual(sorted(os.listdir(tmp)), ["x"])  # no temp file left
+
+
+class EmojiStylesTest(unittest.TestCase):
+    def test_name_matching(self):
+        k = emoji_styles.name_key
+        self.assertEqual(k("waving hand: light skin tone"), k("waving-hand-light-skin-tone"))
+        self.assertEqual(k("four o’clock"), "four oclock")
+        self.assertEqual(k("flag: Côte d’Ivoire"), "flag cote divoire")
+        datasource = [{"unified": "1F334", "image": "x.png", "name": "PALM TREE", "short_names": ["palm_tree"]},
+                      {"unified": "1F1E9-1F1EA", "image": "y.png", "name": "", "short_names": ["de", "flag-de"]},
+                      {"unified": "1F624", "image": "z.png", "name": "", "short_names": ["triumph"]}]
+        base = {"1F334": ("palm tree", ["tree"], "1F334"), "1F1E9-1F1EA": ("flag: Germany", ["DE"], "1F1E9-1F1EA"),
+                "1F624": ("face with steam from nose", ["won"], "1F624")}
+        table = emoji_styles.concept_table(datasource, base, {})
+        got = emoji_styles.match_icons(["palmtree", "palm-tree-1", "flag-for-germany", "germany",
+                                        "triumph", "unknown-thing", "alias-only"], table,
+                                       {"steam-face": {"parent": "alias-only"}, "x": {"parent": "triumph"}})
+        self.assertEqual({n: v[3] for n, v in got.items()},
+                         {"palmtree": "1F334", "palm-tree-1": "1F334", "flag-for-germany": "1F1E9-1F1EA",
+                          "germany": "1F1E9-1F1EA", "triumph": "1F624"})
 
 
 if __name__ == "__main__":

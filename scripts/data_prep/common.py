@@ -191,12 +191,78 @@ def capitalize_first(text):
     return text[:1].upper() + text[1:] if text else text
 
 
+# --------------------------------------------------------------------------- title / keywords / names
+
+MAX_KEYWORDS = 16
+MAX_NAMES = 12
+MAX_NAME_CHARS = 80
+# Tags that say nothing about what is shown: file formats, sources, drawing styles, weights.
+JUNK_KEYWORDS = frozenset("""
+clip art|clipart|clip-art|icon|icons|symbol|symbols|openclipart|open clip art|png|svg|image|images
+|picture|pictures|graphic|graphics|drawing|illustration|inkscape|unsorted|untitled|none|hash|emoji
+|outline|outlined|fill|filled|bold|line|lines|solid|regular|thin|duotone|twotone
+|rounded|stroke|glyph|color|colour|colored|coloured|mono|monochrome|black and white|vector
+|remix|misc|other|uncategorized|uncategorised|general|default|openmoji|extras openmoji
+|extras unicode|iconify|material|material design|game icons|lucide|tabler|font awesome
+""".replace("\n", "").split("|"))
+
+
+def clean_keywords(words, exclude=(), limit=MAX_KEYWORDS):
+    """Lowercase, de-duplicated keywords: '_' to spaces, markup and junk tags (JUNK_KEYWORDS),
+    numbers-only and over-long ones dropped, those equal to an exclude text dropped."""
+    out, seen = [], {comparable(x) for x in exclude if x}
+    for word in words or ():
+        word = clean_text(str(word)).replace("_", " ").lower()
+        word = _WS_RE.sub(" ", word).strip(" .,;:!?\"'()[]{}#*-")
+        key = comparable(word)
+        if (len(word) < 2 or not has_letters(word) or word in JUNK_KEYWORDS or key in seen
+                or len(word) > 40 or word.startswith(("hash(", "0x"))):
+            continue
+        seen.add(key)
+        out.append(word)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def clean_names(names, exclude=(), limit=MAX_NAMES, max_chars=MAX_NAME_CHARS):
+    """Other names (aliases, translations): cleaned, de-duplicated (ignoring case and
+    punctuation, and against exclude), at most limit, each at most max_chars long."""
+    out, seen = [], {comparable(x) for x in exclude if x}
+    for name in names or ():
+        name = clean_text(str(name)).strip(" ,;:")
+        key = comparable(name)
+        if not name or not key or key in seen or len(name) > max_chars:
+            continue
+        seen.add(key)
+        out.append(name)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def clean_title(text):
+    """A title as a person would say it: cleaned, single line, no trailing period."""
+    text = clean_text(text)
+    while text.endswith(".") and not text.endswith(".."):
+        text = text[:-1].rstrip()
+    return text
+
+
 # --------------------------------------------------------------------------- manifests
 
-def manifest_line(image, caption, split, group, label=None):
+def manifest_line(image, caption, split, group, label=None, title=None, keywords=None, names=None):
+    """One JSONL line: image, caption, split, group, then the optional label, title,
+    keywords and names (each left out when empty)."""
     record = {"image": image, "caption": caption, "split": split, "group": group}
     if label is not None:
         record["label"] = label  # a class name, for zero-shot evaluation
+    if title:
+        record["title"] = title
+    if keywords:
+        record["keywords"] = list(keywords)
+    if names:
+        record["names"] = list(names)
     return json.dumps(record, ensure_ascii=False)
 
 
@@ -231,11 +297,12 @@ def write_atomic(path, data):
 
 
 def write_manifest(path, records, manifest_dir=None):
-    """records: dicts with image (absolute or cwd-relative path), caption, split, group.
-    Writes JSONL with image paths relative to the manifest's folder. Returns True if changed."""
+    """records: dicts with image (absolute or cwd-relative path), caption, split, group and
+    optionally label, title, keywords, names. Writes JSONL with image paths relative to the manifest's folder. Returns True if changed."""
     manifest_dir = manifest_dir or os.path.dirname(os.path.abspath(path))
     lines = [manifest_line(relative_image_path(r["image"], manifest_dir), r["caption"],
-                           r["split"], r["group"], r.get("label")) for r in records]
+                           r["split"], r["group"], r.get("label"), r.get("title"),
+                           r.get("keywords"), r.get("names")) for r in records]
     data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
     return write_atomic(path, data)
 

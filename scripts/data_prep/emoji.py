@@ -1,5 +1,6 @@
 """Emoji: Google (Noto) and Twitter (Twemoji) 64 px PNGs from emoji-datasource, captioned
-with the CLDR labels and tags of emojibase-data.
+with the CLDR labels and tags of emojibase-data; manifest keywords also take emojilib's
+keyword lists (the caption does not, so that it stays as it was).
 
 Group = the base emoji ("emoji:<base hexcode without FE0F>"): its skin-tone variants and
 both styles stay in one split. Apple and Facebook images are never used (not free).
@@ -75,13 +76,40 @@ def fallback_label(entry):
     return name.lower()
 
 
-def build_records(datasource_entries, emojibase, image_dirs, stats=None):
+def hex_of(char):
+    """Normalized hexcode of an emoji string ("😀" -> "1F600")."""
+    return normalize_hex("-".join("%X" % ord(c) for c in char))
+
+
+def load_emojilib(path):
+    """{normalized hexcode: [keywords]} from emojilib's dist/emoji-en-US.json (emoji
+    character -> keyword list, the first one being its snake_case name)."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    return {hex_of(char): list(words) for char, words in data.items()}
+
+
+def keywords_for(label, tags, extra=()):
+    """Manifest keywords: emojibase tags then emojilib keywords (but its first one, the
+    emoji's snake_case name), lowercased, '_' to spaces, de-duplicated, the label itself and
+    emoticons (":D") left out."""
+    return common.clean_keywords(list(tags or ()) + list(extra or ())[1:], exclude=[label])
+
+
+def names_for(labels, extra=()):
+    """emojilib's name for the emoji ("relaxed" for "smiling face") when it is not the label."""
+    return common.clean_names([w.replace("_", " ") for w in list(extra or ())[:1]], exclude=labels)
+
+
+def build_records(datasource_entries, emojibase, image_dirs, stats=None, emojilib=None):
     """Records for every (emoji, style) whose image exists.
 
     datasource_entries: emoji.json of emoji-datasource; emojibase: load_emojibase() table;
-    image_dirs: {style: folder holding the 64 px PNGs}."""
+    image_dirs: {style: folder holding the 64 px PNGs}; emojilib: load_emojilib() table
+    (optional; a skin-tone variant takes its base emoji's emojilib keywords)."""
+    emojilib = emojilib or {}
     stats = stats if stats is not None else {}
-    for key in ("images", "missing_on_disk", "no_image_flag", "label_fallback"):
+    for key in ("images", "missing_on_disk", "no_image_flag", "label_fallback", "emojilib"):
         stats.setdefault(key, 0)
     base_entries = {e["unified"]: e for e in datasource_entries}
     records = []
@@ -100,6 +128,13 @@ def build_records(datasource_entries, emojibase, image_dirs, stats=None):
                 label, tags = base_label, (base_match[1] if base_match else [])
             stats["label_fallback"] += 1
         caption = make_caption(label, tags)
+        title = common.clean_title(label)
+        extra = emojilib.get(norm) or emojilib.get(normalize_hex(base_unified)) or ()
+        stats["emojilib"] += bool(extra)
+        stats["emojilib_missing"] = stats.get("emojilib_missing", 0) + (not extra)
+        keywords = keywords_for(title, tags, extra)
+        base_label = (emojibase.get(normalize_hex(base_unified)) or (title,))[0]
+        names = names_for([title, base_label], extra)
         group = "emoji:" + normalize_hex(base_unified)
         for style in STYLES:
             if not item.get("has_img_" + style, False):
@@ -109,7 +144,8 @@ def build_records(datasource_entries, emojibase, image_dirs, stats=None):
             if not os.path.isfile(path):
                 stats["missing_on_disk"] += 1
                 continue
-            records.append({"image": path, "caption": caption, "group": group, "style": style})
+            records.append({"image": path, "caption": caption, "group": group, "style": style,
+                            "title": title, "keywords": keywords, "names": names})
             stats["images"] += 1
     return records
 
@@ -128,15 +164,19 @@ def build(cache_dir, log=print):
                 datasource = json.load(f)
     if not os.path.isfile(base_path):
         raise FileNotFoundError("emojibase-data not found: %s (run scripts/fetch_data.sh)" % base_path)
+    lib_path = os.path.join(cache_dir, "emojilib", "package", "dist", "emoji-en-US.json")
+    if not os.path.isfile(lib_path):
+        raise FileNotFoundError("emojilib not found: %s (run scripts/fetch_data.sh)" % lib_path)
+    emojilib = load_emojilib(lib_path)
     stats = {}
-    records = build_records(datasource, load_emojibase(base_path), image_dirs, stats)
+    records = build_records(datasource, load_emojibase(base_path), image_dirs, stats, emojilib)
     merged = common.merge_groups_by_content(records)
     common.assign_splits(records)
     per_style = {s: sum(1 for r in records if r["style"] == s) for s in STYLES}
     log("emoji: %d base emoji, %s images; %d captions from emoji-datasource names (no emojibase "
         "match); %d listed images missing on disk; %d without a %s image; %d groups merged into "
-        "others because they share byte-identical images"
+        "others because they share byte-identical images; emojilib keywords for %d of %d emoji"
         % (len(datasource), ", ".join("%d %s" % (n, s) for s, n in per_style.items()),
            stats["label_fallback"], stats["missing_on_disk"], stats["no_image_flag"], "/".join(STYLES),
-           merged))
+           merged, stats["emojilib"], stats["emojilib"] + stats["emojilib_missing"]))
     return records

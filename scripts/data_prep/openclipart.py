@@ -259,12 +259,15 @@ def describe(items):
             name = stem_name if sum(ch.isalpha() for ch in stem_name) >= 3 else ""
             shown_title = "" if short_title != title and name else short_title
             it["caption"] = compose_caption(name, shown_title, it["description"], it["keywords"])
+            it["display_title"] = name or shown_title
             it["group"] = "openclipart:" + (tkey + "/" + stem_key if stem_key and name else tkey)
         elif title:
             it["caption"] = compose_caption(short_title or title, "", it["description"], it["keywords"])
+            it["display_title"] = short_title or title
             it["group"] = "openclipart:" + tkey
         else:
             it["caption"] = compose_caption(stem_name, "", it["description"], it["keywords"])
+            it["display_title"] = stem_name
             it["group"] = "openclipart:" + (group_key(it["stem"]) or it["stem"].lower())
     return collections_found
 
@@ -303,6 +306,9 @@ def build(cache_dir, log=print):
                       "stem": os.path.splitext(os.path.basename(real_rel))[0],
                       "title": title, "description": description, "keywords": keywords})
     found = describe(items)
+    for it in items:  # manifest fields: the name the caption starts with, lowercase keywords
+        it["title"] = common.clean_title(it.pop("display_title", "") or "")
+        it["keywords"] = common.clean_keywords(it["keywords"])
     merged = common.merge_groups_by_content(items)
     common.assign_splits(items, max_eval_group=MAX_EVAL_GROUP)
     sizes = collections.Counter(it["group"] for it in items)
