@@ -64,6 +64,7 @@ struct Options {
   // memory (the subcommand's settings; eval's overrides of a memory's own)
   MemoryOverrides memory, memory_overrides;
   bool no_memory = false;
+  std::string memory_texts = "captions";
   bool queries = false;
   std::vector<std::string> query_templates = mms::QueryEvalOptions{}.templates;
   // tokenizer-train
@@ -194,9 +195,14 @@ int run_cli(int argc, char** argv) {
   memory->add_option("--set", o.overrides, "Override a config value: key=value (repeatable)");
   const MemorySettings memory_defaults;
   add_memory_settings(memory, "--", o.memory, "stored in the memory", &memory_defaults);
+  memory->add_option("--texts", o.memory_texts,
+                     "Which texts of the training pairs the memory holds: captions, titles, "
+                     "keywords, comma-separated (default: captions)");
   add_threads(memory, o);
   memory->callback([&] {
-    action = [&o] { run_memory({o.model_dir, o.config, o.overrides, o.memory, o.threads}); };
+    action = [&o] {
+      run_memory({o.model_dir, o.config, o.overrides, o.memory, o.threads, o.memory_texts});
+    };
   });
 
   CLI::App* index = app.add_subcommand("index", "Index images under PATHs into an index dir");

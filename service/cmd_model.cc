@@ -210,7 +210,8 @@ void run_memory(const MemoryCommand& c) {
   const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir, /*use_memory=*/false);
   const MemorySettings settings = c.settings.applied_to(MemorySettings{});
   MemoryBuildStats stats;
-  const EmbeddingMemory memory = build_memory(*embedder, config, settings, threads, &stats);
+  const EmbeddingMemory memory =
+      build_memory(*embedder, config, settings, threads, &stats, parse_memory_texts(c.texts));
   const std::string path = (std::filesystem::path(c.model_dir) / "memory.safetensors").string();
   write_memory(path, memory);
   std::printf(

@@ -41,6 +41,7 @@ struct MemoryCommand {
   std::vector<std::string> overrides;
   MemoryOverrides settings;  // what differs from MemorySettings' defaults
   int threads = 0;
+  std::string texts = "captions";  // parse_memory_texts: captions, titles, keywords
 };
 void run_memory(const MemoryCommand& command);
 

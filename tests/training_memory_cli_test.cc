@@ -124,6 +124,49 @@ TEST_F(MemoryCliTest, BuildsAMemoryOfTheTrainPairsThatEvalUses) {
   EXPECT_EQ(with.at("n_images"), 3);
 }
 
+TEST_F(MemoryCliTest, TitlesAndKeywordsJoinTheTextsWhenAsked) {
+  // Source c: three images with titles and keywords; "cat" tags two of them, and img c2's
+  // title equals its keyword "dog" (one text, one pair).
+  std::ofstream c(dir_ / "c.jsonl");
+  const std::vector<std::pair<std::string, std::vector<std::string>>> rows = {
+      {"Black cat", {"cat", "pet"}}, {"Sleeping cat", {"cat"}}, {"dog", {"dog"}}};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    mms::testing::write_test_jpeg(dir_ / "img" / ("c" + std::to_string(i) + ".jpg"),
+                                  60 + static_cast<int>(i));
+    c << nlohmann::json{{"image", "img/c" + std::to_string(i) + ".jpg"},
+                        {"caption", rows[i].first + ", a picture " + std::to_string(i)},
+                        {"split", "train"},
+                        {"title", rows[i].first},
+                        {"keywords", rows[i].second}}
+             .dump()
+      << "\n";
+  }
+  c.close();
+  std::ofstream(dir_ / "c.json") << nlohmann::json{
+      {"tokenizer", (model_ / "tokenizer.model").string()},
+      {"cache_dir", (dir_ / "cache").string()},
+      {"data", {{{"name", "c"}, {"path", (dir_ / "c.jsonl").string()}}}}}
+                                         .dump();
+  const std::string base = mms::testing::kProgram + " memory --threads 1 --model " +
+                           model_.string() + " --config " + (dir_ / "c.json").string();
+  auto built = [&](const std::string& texts) {
+    const auto [rc, out] = run_command(base + " --texts " + texts + " 2>&1");
+    EXPECT_EQ(rc, 0) << out;
+    return out;
+  };
+  EXPECT_NE(built("captions").find("3 images, 3 texts, 3 pairs"), std::string::npos);
+  // + titles "Black cat", "Sleeping cat", "dog".
+  EXPECT_NE(built("captions,titles").find("3 images, 6 texts, 6 pairs"), std::string::npos);
+  // + keywords cat (c0, c1) and pet (c0); "dog" is already c2's title, so no new text or pair.
+  const std::string all = built("captions,titles,keywords");
+  EXPECT_NE(all.find("3 images, 8 texts, 9 pairs"), std::string::npos) << all;
+  EXPECT_NE(built("keywords").find("3 images, 3 texts, 4 pairs"), std::string::npos);
+
+  const auto [rc, out] = run_command(base + " --texts captions,colours 2>&1");
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("unknown kind 'colours'"), std::string::npos) << out;
+}
+
 TEST_F(MemoryCliTest, BadRequestsAreRefusedByName) {
   // Settings out of range are usage errors.
   EXPECT_EQ(run_program(memory_args() + " --k 0").first, 2);

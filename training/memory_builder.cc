@@ -43,7 +43,10 @@ std::vector<Pair> train_pairs(const TrainDataSource& source, uint64_t seed) {
 
 EmbeddingMemory build_memory(const Embedder& embedder, const TrainConfig& config,
                              const MemorySettings& settings, int32_t threads,
-                             MemoryBuildStats* stats) {
+                             MemoryBuildStats* stats, MemoryTexts kinds) {
+  if (!kinds.captions && !kinds.titles && !kinds.keywords) {
+    throw Error::invalid_argument("memory: no kind of text chosen for the memory");
+  }
   check_memory_settings(settings);
   if (embedder.uses_memory()) {
     throw Error::invalid_argument(
@@ -84,12 +87,20 @@ EmbeddingMemory build_memory(const Embedder& embedder, const TrainConfig& config
   for (const Pair& p : pairs) {
     const int32_t i = row_of_path[image_row.at(p.image)];
     if (i < 0) continue;
-    auto [it, added] = text_row.emplace(p.caption, static_cast<int32_t>(texts.size()));
-    if (added) texts.push_back(p.caption);
-    if (seen_pairs.insert((static_cast<int64_t>(i) << 32) | it->second).second) {
-      m.pairs.emplace_back(i, it->second);
+    auto pair_with = [&](const std::string& text) {
+      auto [it, added] = text_row.emplace(text, static_cast<int32_t>(texts.size()));
+      if (added) texts.push_back(text);
+      if (seen_pairs.insert((static_cast<int64_t>(i) << 32) | it->second).second) {
+        m.pairs.emplace_back(i, it->second);
+      }
+    };
+    if (kinds.captions) pair_with(p.caption);
+    if (kinds.titles && !p.title.empty()) pair_with(p.title);
+    if (kinds.keywords) {
+      for (const std::string& k : p.keywords) pair_with(k);
     }
   }
+  if (texts.empty()) throw Error::invalid_argument("memory: the training pairs give no text");
   if (loaded.empty()) throw Error::invalid_argument("memory: no training image could be loaded");
 
   m.image_keys = embed_stored_images(embedder, store, loaded);
@@ -101,6 +112,28 @@ EmbeddingMemory build_memory(const Embedder& embedder, const TrainConfig& config
     stats->failed_images = static_cast<int64_t>(paths.size() - loaded.size());
   }
   return m;
+}
+
+MemoryTexts parse_memory_texts(const std::string& list) {
+  MemoryTexts out{false, false, false};
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t comma = list.find(',', start);
+    const std::string kind = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (kind == "captions") {
+      out.captions = true;
+    } else if (kind == "titles") {
+      out.titles = true;
+    } else if (kind == "keywords") {
+      out.keywords = true;
+    } else {
+      throw Error::invalid_argument("memory texts: unknown kind '" + kind +
+                                    "' (expected captions, titles or keywords)");
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
 }
 
 }  // namespace mms

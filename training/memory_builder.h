@@ -21,8 +21,19 @@ struct MemoryBuildStats {
 // with their pairs, as one epoch of training sees it. The keys are `embedder`'s embeddings,
 // so load it with use_memory = false (a memory of augmented embeddings is refused).
 // Images are decoded through config.cache_dir, as training decodes them.
+//
+// The memory's texts are the pairs' captions, and with `texts` also their titles and keywords
+// (each keyword once, paired with every image it tags), so that a short query ("a cat") finds
+// training texts like itself and is pulled toward the images they describe.
+struct MemoryTexts {
+  bool captions = true, titles = false, keywords = false;
+};
 EmbeddingMemory build_memory(const Embedder& embedder, const TrainConfig& config,
                              const MemorySettings& settings, int32_t threads,
-                             MemoryBuildStats* stats = nullptr);
+                             MemoryBuildStats* stats = nullptr, MemoryTexts texts = {});
+
+// Parses "captions,titles,keywords" (any non-empty subset, comma-separated); throws
+// Error::invalid_argument naming an unknown kind.
+MemoryTexts parse_memory_texts(const std::string& list);
 
 }  // namespace mms
