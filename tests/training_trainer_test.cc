@@ -64,10 +64,13 @@ class TrainerTest : public ::testing::Test {
               .write(reinterpret_cast<const char*>(jpeg.data()), jpeg.size());
           const char* split = k < 5 ? "train" : "val";
           // The colour is the class label: validation also reports zero-shot accuracy.
+          // Title and keywords serve the caption-view tests; the others train on captions.
           manifest << nlohmann::json{{"image", name},
                                      {"caption", caption},
                                      {"split", split},
-                                     {"label", kColors[c]}}
+                                     {"label", kColors[c]},
+                                     {"title", std::string(kColors[c]) + " " + kShapes[s]},
+                                     {"keywords", {kColors[c], kShapes[s]}}}
                           .dump()
                    << "\n";
         }
@@ -176,6 +179,26 @@ TEST_F(TrainerTest, RecallRisesFarAboveChanceWithinSeconds) {
     ++lines;
   }
   EXPECT_GT(lines, 5);
+}
+
+TEST_F(TrainerTest, CaptionAndShortViewsTogetherStillLearnTheCaptions) {
+  // Every row trains with its caption and a view ("red", "a square", "red and square"),
+  // keyword views counting every image so tagged as a true pair.
+  config_.epochs = 25;
+  config_.caption_and_view = true;
+  config_.keyword_positives = true;
+  config_.augment.view_title = 1;
+  config_.augment.view_keywords = 2;
+  config_.augment.view_templates = {"{}", "a {}"};
+  mms::TrainOptions options;
+  options.out_dir = (dir_ / "views").string();
+  options.quiet = true;
+  ASSERT_TRUE(mms::train_model(config_, options).finished);
+  std::ifstream in(dir_ / "views/model/eval.json");
+  const auto val = nlohmann::json::parse(in).at("val").at("shapes");
+  EXPECT_GE(val.at("t2i").at("r5").get<double>(), 80.0) << val.dump();
+  EXPECT_GE(val.at("i2t").at("r5").get<double>(), 80.0) << val.dump();
+  EXPECT_GE(val.at("zero_shot_acc").get<double>(), 50.0) << val.dump();
 }
 
 // The largest absolute difference between two models' parameters, and where it is.

@@ -92,7 +92,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
           {"epochs", "batch_size", "accum_steps", "lr", "min_lr_ratio", "weight_decay",
            "warmup_steps", "grad_clip", "seed", "checkpoint_every", "max_train_tokens",
            "loader_threads", "eval_max_images", "label_positives", "batch_by_source", "ema_decay",
-           "keyword_positives"},
+           "keyword_positives", "caption_and_view"},
           "train.", name);
       read(t, "epochs", c.epochs);
       read(t, "batch_size", c.batch_size);
@@ -111,6 +111,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
       read(t, "batch_by_source", c.batch_by_source);
       read(t, "ema_decay", c.ema_decay);
       read(t, "keyword_positives", c.keyword_positives);
+      read(t, "caption_and_view", c.caption_and_view);
     }
     if (j.contains("augment")) {
       const json& a = j.at("augment");
@@ -204,7 +205,8 @@ std::string train_config_to_json(const TrainConfig& c) {
         {"label_positives", c.label_positives},
         {"batch_by_source", c.batch_by_source},
         {"ema_decay", c.ema_decay},
-        {"keyword_positives", c.keyword_positives}}},
+        {"keyword_positives", c.keyword_positives},
+        {"caption_and_view", c.caption_and_view}}},
       {"augment",
        {{"crop_scale_min", c.augment.crop_scale_min},
         {"crop_ratio", c.augment.crop_ratio},

@@ -71,6 +71,10 @@ struct TrainConfig {
   // A keyword view ("a cat", augment.views) also counts every image of the batch whose
   // keywords include its keyword(s) as a true pair, not only its own image.
   bool keyword_positives = false;
+  // Each row trains with two texts: its whole caption (augment_caption) and a view drawn from
+  // augment.views without the caption view, so short views add to the caption signal instead
+  // of replacing it. The loss is then over the batch's images against 2 x batch texts.
+  bool caption_and_view = false;
   AugmentConfig augment;
 };
 

@@ -39,6 +39,9 @@ using Clock = std::chrono::steady_clock;
 
 struct Batch {
   torch::Tensor pixels, ids, lengths, positives;
+  // With train.caption_and_view: each row's second text (a drawn view), padded on its own so
+  // short views do not pay for long captions; positives is then [n, 2n].
+  torch::Tensor view_ids, view_lengths;
 };
 
 struct ValSet {
@@ -177,33 +180,66 @@ class Loader {
     const int32_t s = config_.model.image.image_size;
     Batch batch;
     batch.pixels = torch::empty({n, 3, s, s}, torch::kFloat);
-    std::vector<std::vector<int32_t>> ids(samples.size());
     std::vector<CaptionView> views(samples.size());
-    size_t width = 0;
+    const bool two_texts = config_.caption_and_view;
+    std::vector<CaptionView> second(two_texts ? samples.size() : 0);
+    AugmentConfig view_only = config_.augment;
+    view_only.view_caption = 0;  // the second text is a short view where the pair has one
     for (int64_t i = 0; i < n; ++i) {
       std::mt19937_64 rng(config_.seed * 1000003ULL + static_cast<uint64_t>(b) * 4099ULL +
                           static_cast<uint64_t>(i));
       augment_image(data_.store.image(samples[i]->image), data_.store.side, s, config_.augment, rng,
                     batch.pixels[i].data_ptr<float>());
-      views[i] = draw_caption(*samples[i], config_.augment, rng);
-      if (!config_.keyword_positives) views[i].concepts.clear();
-      ids[i] = tokenizer_.encode(views[i].text);
+      if (two_texts) {
+        views[i] = {augment_caption(samples[i]->caption, config_.augment, rng), {}};
+        second[i] = draw_caption(*samples[i], view_only, rng);
+        if (!config_.keyword_positives) second[i].concepts.clear();
+      } else {
+        views[i] = draw_caption(*samples[i], config_.augment, rng);
+        if (!config_.keyword_positives) views[i].concepts.clear();
+      }
+    }
+    std::tie(batch.ids, batch.lengths) = token_batch(views);
+    if (!two_texts) {
+      std::vector<uint8_t> pairs = true_pairs(samples, config_.label_positives, &views);
+      batch.positives = torch::from_blob(pairs.data(), {n, n}, torch::kUInt8).to(torch::kBool);
+      return batch;
+    }
+    std::tie(batch.view_ids, batch.view_lengths) = token_batch(second);
+    // Texts are the n captions then the n views: the true pairs of a doubled batch, of which
+    // the first n rows (each image once) are kept.
+    std::vector<const TrainSample*> doubled = samples;
+    doubled.insert(doubled.end(), samples.begin(), samples.end());
+    views.insert(views.end(), second.begin(), second.end());
+    std::vector<uint8_t> pairs = true_pairs(doubled, config_.label_positives, &views);
+    batch.positives = torch::from_blob(pairs.data(), {2 * n, 2 * n}, torch::kUInt8)
+                          .slice(0, 0, n)
+                          .to(torch::kBool);
+    return batch;
+  }
+
+  // Token ids of the texts, padded to the longest (cut at train.max_train_tokens), and their
+  // lengths.
+  std::pair<torch::Tensor, torch::Tensor> token_batch(const std::vector<CaptionView>& texts) {
+    const int64_t n = static_cast<int64_t>(texts.size());
+    std::vector<std::vector<int32_t>> ids(texts.size());
+    size_t width = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      ids[i] = tokenizer_.encode(texts[i].text);
       if (config_.max_train_tokens > 2 && ids[i].size() > size_t(config_.max_train_tokens)) {
         ids[i].resize(config_.max_train_tokens);
         ids[i].back() = tokenizer_.eos_id();
       }
       width = std::max(width, ids[i].size());
     }
-    batch.ids = torch::full({n, static_cast<int64_t>(width)}, tokenizer_.pad_id(), torch::kLong);
-    batch.lengths = torch::empty({n}, torch::kLong);
-    std::vector<uint8_t> pairs = true_pairs(samples, config_.label_positives, &views);
-    batch.positives = torch::from_blob(pairs.data(), {n, n}, torch::kUInt8).to(torch::kBool);
-    auto id = batch.ids.accessor<int64_t, 2>();
+    torch::Tensor out = torch::full({n, static_cast<int64_t>(width)}, tokenizer_.pad_id(), torch::kLong);
+    torch::Tensor lengths = torch::empty({n}, torch::kLong);
+    auto id = out.accessor<int64_t, 2>();
     for (int64_t i = 0; i < n; ++i) {
       for (size_t c = 0; c < ids[i].size(); ++c) id[i][c] = ids[i][c];
-      batch.lengths[i] = static_cast<int64_t>(ids[i].size());
+      lengths[i] = static_cast<int64_t>(ids[i].size());
     }
-    return batch;
+    return {out, lengths};
   }
 
   const TrainConfig& config_;
@@ -458,7 +494,10 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
           at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
         }
         const torch::Tensor img = model->encode_images(b.pixels.to(device));
-        const torch::Tensor txt = model->encode_texts(b.ids.to(device), b.lengths.to(device));
+        torch::Tensor txt = model->encode_texts(b.ids.to(device), b.lengths.to(device));
+        if (b.view_ids.defined()) {
+          txt = torch::cat({txt, model->encode_texts(b.view_ids.to(device), b.view_lengths.to(device))});
+        }
         loss = nn::contrastive_loss(img.to(torch::kFloat), txt.to(torch::kFloat), model->scale(),
                                     b.positives.to(device));
         if (autocast) {
