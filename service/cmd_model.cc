@@ -220,6 +220,10 @@ void run_memory(const MemoryCommand& c) {
       path.c_str(), static_cast<long long>(stats.images), static_cast<long long>(stats.texts),
       static_cast<long long>(stats.pairs), settings.k, settings.temperature, settings.weight,
       settings.gate_low, settings.gate_high);
+  if (stats.textless_images) {
+    std::printf("%lld image(s) have no text of the chosen kinds and are left out\n",
+                static_cast<long long>(stats.textless_images));
+  }
   if (stats.failed_images) {
     std::printf("%lld image(s) could not be loaded and are left out\n",
                 static_cast<long long>(stats.failed_images));

@@ -161,6 +161,30 @@ TEST_F(MemoryCliTest, TitlesAndKeywordsJoinTheTextsWhenAsked) {
   const std::string all = built("captions,titles,keywords");
   EXPECT_NE(all.find("3 images, 8 texts, 9 pairs"), std::string::npos) << all;
   EXPECT_NE(built("keywords").find("3 images, 3 texts, 4 pairs"), std::string::npos);
+  // With source a beside c, a's six images have no title: a titles-only memory leaves them
+  // out (and loads); a and b alone give no title at all, which is refused by name.
+  std::ofstream(dir_ / "ca.json") << nlohmann::json{
+      {"tokenizer", (model_ / "tokenizer.model").string()},
+      {"cache_dir", (dir_ / "cache").string()},
+      {"data",
+       {{{"name", "c"}, {"path", (dir_ / "c.jsonl").string()}},
+        {{"name", "a"}, {"path", (dir_ / "a.jsonl").string()}}}}}
+                                          .dump();
+  const std::string mixed = mms::testing::kProgram + " memory --threads 1 --model " +
+                            model_.string() + " --config " + (dir_ / "ca.json").string();
+  const auto [rc_t, out_t] = run_command(mixed + " --texts titles 2>&1");
+  ASSERT_EQ(rc_t, 0) << out_t;
+  EXPECT_NE(out_t.find("3 images, 3 texts, 3 pairs"), std::string::npos) << out_t;
+  EXPECT_NE(out_t.find("6 image(s) have no text of the chosen kinds"), std::string::npos) << out_t;
+  EXPECT_NE(out_t.find("1 image(s) could not be loaded"), std::string::npos) << out_t;
+  EXPECT_EQ(run_program("eval --threads 1 --model " + model_.string() + " --manifest " +
+                        (dir_ / "c.jsonl").string() + " --split train")
+                .first,
+            0);
+  const auto [rc_n, out_n] = run_command(mms::testing::kProgram + " " + memory_args() +
+                                         " --texts titles 2>&1");
+  EXPECT_NE(rc_n, 0);
+  EXPECT_NE(out_n.find("the training pairs give no text"), std::string::npos) << out_n;
 
   const auto [rc, out] = run_command(base + " --texts captions,colours 2>&1");
   EXPECT_NE(rc, 0);

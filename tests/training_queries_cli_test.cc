@@ -50,8 +50,8 @@ class QueriesCliTest : public ::testing::Test {
 
   std::pair<int, std::string> eval(const std::string& manifest, const std::string& extra = "") {
     return run_command(mms::testing::kProgram + " eval --threads 1 --no-memory --queries --model " +
-                       model_.string() + " --manifest " + (dir_ / manifest).string() + " " +
-                       extra + " 2>&1");
+                       model_.string() + " --manifest " + (dir_ / manifest).string() + " " + extra +
+                       " 2>&1");
   }
 
   fs::path dir_, model_;
@@ -93,8 +93,8 @@ TEST_F(QueriesCliTest, KeywordsWithEnoughLoadableImagesBecomeQueries) {
   EXPECT_EQ(q.at("best").at(0).at("keyword"), "cat");
 
   // Templates of one's own, and the validation split (which has no images here).
-  const auto [rc2, out2] = eval("m.jsonl", "--query-template '{} photo' --json " +
-                                               (dir_ / "out2.json").string());
+  const auto [rc2, out2] =
+      eval("m.jsonl", "--query-template '{} photo' --json " + (dir_ / "out2.json").string());
   ASSERT_EQ(rc2, 0) << out2;
   EXPECT_EQ(nlohmann::json::parse(std::ifstream(dir_ / "out2.json"))["queries"]["templates"],
             (nlohmann::json{"{} photo"}));

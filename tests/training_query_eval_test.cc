@@ -105,9 +105,10 @@ TEST(QueryMetrics, FiguresWorkedOutByHand) {
   EXPECT_EQ(m.collection.n_queries, 3);
   EXPECT_EQ(m.collection.n_images, 6);
   EXPECT_NEAR(m.collection.p10, (40.0 + 20 + 20) / 3, 1e-9);
-  EXPECT_NEAR(m.collection.map100,
-              (100.0 * (1 + 2 / 3.0 + 3 / 5.0 + 4 / 6.0) / 4 + 100.0 * (1 / 5.0 + 2 / 6.0) / 2 + 100) / 3,
-              1e-9);
+  EXPECT_NEAR(
+      m.collection.map100,
+      (100.0 * (1 + 2 / 3.0 + 3 / 5.0 + 4 / 6.0) / 4 + 100.0 * (1 / 5.0 + 2 / 6.0) / 2 + 100) / 3,
+      1e-9);
   // Test images alone (img0, img2, img3): cat ranks img0 (r), img2, img3 (r): AP (1 + 2/3)/2;
   // dog ranks img2 last of three: AP 1/3; pet: AP 1.
   EXPECT_EQ(m.split.n_images, 3);
@@ -132,12 +133,10 @@ TEST(QueryMetrics, FiguresWorkedOutByHand) {
 TEST(QueryMetrics, TemplatesAreAveragedAndAConstantModelScoresNoBetterThanChance) {
   const mms::NaturalQueries q = mms::natural_queries(collection(), Split::kTest, small_options());
   // Two templates per keyword: the second finds every cat first.
-  std::vector<float> queries = {
-      0.9f, 0.1f, 0.8f, 0.7f, 0.2f, 0.05f, 1, 1, 0, 1, 0, 1,  // cat
-      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,                     // dog
-      1, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0};                    // pet
-  const mms::QueryMetrics m =
-      mms::query_metrics(q, one_hot_images(), queries, 6, {"a {}", "{}"});
+  std::vector<float> queries = {0.9f, 0.1f, 0.8f, 0.7f, 0.2f, 0.05f, 1, 1, 0, 1, 0, 1,   // cat
+                                0,    0,    0,    0,    0,    0,     0, 0, 0, 0, 0, 0,   // dog
+                                1,    0,    1,    0,    0,    0,     1, 0, 1, 0, 0, 0};  // pet
+  const mms::QueryMetrics m = mms::query_metrics(q, one_hot_images(), queries, 6, {"a {}", "{}"});
   EXPECT_EQ(m.collection.n_queries, 6);
   EXPECT_NEAR(m.keywords[0].ap100, (100.0 * (1 + 2 / 3.0 + 3 / 5.0 + 4 / 6.0) / 4 + 100) / 2, 1e-9);
 

@@ -101,6 +101,20 @@ EmbeddingMemory build_memory(const Embedder& embedder, const TrainConfig& config
     }
   }
   if (texts.empty()) throw Error::invalid_argument("memory: the training pairs give no text");
+  // An image none of whose texts was chosen (a Fashion-MNIST photo has no title or keywords)
+  // leaves the memory: every memory image must have a text.
+  std::vector<int32_t> new_row(loaded.size(), -1);
+  for (const auto& [image, text] : m.pairs) new_row[image] = 0;
+  std::vector<size_t> kept;
+  for (size_t i = 0; i < loaded.size(); ++i) {
+    if (new_row[i] == 0) {
+      new_row[i] = static_cast<int32_t>(kept.size());
+      kept.push_back(loaded[i]);
+    }
+  }
+  for (auto& pair : m.pairs) pair.first = new_row[pair.first];
+  const int64_t textless = static_cast<int64_t>(loaded.size() - kept.size());
+  loaded = std::move(kept);
   if (loaded.empty()) throw Error::invalid_argument("memory: no training image could be loaded");
 
   m.image_keys = embed_stored_images(embedder, store, loaded);
@@ -109,7 +123,8 @@ EmbeddingMemory build_memory(const Embedder& embedder, const TrainConfig& config
     stats->images = m.n_images();
     stats->texts = m.n_texts();
     stats->pairs = static_cast<int64_t>(m.pairs.size());
-    stats->failed_images = static_cast<int64_t>(paths.size() - loaded.size());
+    stats->failed_images = static_cast<int64_t>(paths.size() - loaded.size()) - textless;
+    stats->textless_images = textless;
   }
   return m;
 }

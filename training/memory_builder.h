@@ -13,7 +13,8 @@ namespace mms {
 
 struct MemoryBuildStats {
   int64_t images = 0, texts = 0, pairs = 0;
-  int64_t failed_images = 0;  // could not be loaded, left out with their pairs
+  int64_t failed_images = 0;    // could not be loaded, left out with their pairs
+  int64_t textless_images = 0;  // none of their texts is of the chosen kinds: left out
 };
 
 // Every train-split pair of each of config.data's sources, except that a source with

@@ -17,15 +17,27 @@ namespace {
 // keywords carry some ("clip art", "icon"); as queries they would match thousands of images.
 const std::set<std::string, std::less<>>& generic_keywords() {
   static const std::set<std::string, std::less<>> words = {
-      "clip art", "clipart", "clip-art", "icon",     "icons",    "symbol",   "symbols",
-      "image",    "picture", "drawing",  "illustration", "graphic", "graphics", "art",
-      "svg",      "png",     "vector",   "openclipart", "public domain", "inkscape",
-      "black and white", "color", "colour", "outline", "line", "fill", "filled", "solid",
-      "simple",   "design",  "shape",    "shapes",   "sign",     "object",   "objects",
-      "stamp",    "emoji",   "smiley",   "unsorted", "other",    "misc",     "new",
-      "remix",    "cartoon", "sketch",   "photo",    "logo",     "people",   "person",
-      "thing",    "things",  "stuff",    "set",      "collection", "media",  "animal",
-      "animals",  "nature",  "decoration", "decorative", "element", "elements",
+      "clip art",      "clipart",      "clip-art",
+      "icon",          "icons",        "symbol",
+      "symbols",       "image",        "picture",
+      "drawing",       "illustration", "graphic",
+      "graphics",      "art",          "svg",
+      "png",           "vector",       "openclipart",
+      "public domain", "inkscape",     "black and white",
+      "color",         "colour",       "outline",
+      "line",          "fill",         "filled",
+      "solid",         "simple",       "design",
+      "shape",         "shapes",       "sign",
+      "object",        "objects",      "stamp",
+      "emoji",         "smiley",       "unsorted",
+      "other",         "misc",         "new",
+      "remix",         "cartoon",      "sketch",
+      "photo",         "logo",         "people",
+      "person",        "thing",        "things",
+      "stuff",         "set",          "collection",
+      "media",         "animal",       "animals",
+      "nature",        "decoration",   "decorative",
+      "element",       "elements",
   };
   return words;
 }
@@ -62,7 +74,8 @@ std::vector<std::string> caption_keywords(const std::string& caption) {
   const size_t at = caption.rfind(kMarker);
   if (at == std::string::npos) return out;
   std::string_view list = std::string_view(caption).substr(at + kMarker.size());
-  while (!list.empty() && (list.back() == '.' || std::isspace(static_cast<unsigned char>(list.back())))) {
+  while (!list.empty() &&
+         (list.back() == '.' || std::isspace(static_cast<unsigned char>(list.back())))) {
     list.remove_suffix(1);
   }
   while (!list.empty()) {
@@ -244,11 +257,12 @@ namespace {
 
 std::vector<KeywordFigures> ranked_keywords(const QueryMetrics& metrics, size_t shown, bool best) {
   std::vector<KeywordFigures> sorted = metrics.keywords;
-  std::stable_sort(sorted.begin(), sorted.end(), [&](const KeywordFigures& a, const KeywordFigures& b) {
-    if (a.p10 != b.p10) return best ? a.p10 > b.p10 : a.p10 < b.p10;
-    if (a.ap100 != b.ap100) return best ? a.ap100 > b.ap100 : a.ap100 < b.ap100;
-    return a.keyword < b.keyword;
-  });
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [&](const KeywordFigures& a, const KeywordFigures& b) {
+                     if (a.p10 != b.p10) return best ? a.p10 > b.p10 : a.p10 < b.p10;
+                     if (a.ap100 != b.ap100) return best ? a.ap100 > b.ap100 : a.ap100 < b.ap100;
+                     return a.keyword < b.keyword;
+                   });
   if (sorted.size() > shown) sorted.resize(shown);
   return sorted;
 }
@@ -262,7 +276,8 @@ nlohmann::json keyword_list(const std::vector<KeywordFigures>& list) {
 }
 
 nlohmann::json figures_json(const QueryFigures& f) {
-  return {{"p10", f.p10}, {"map100", f.map100}, {"n_images", f.n_images}, {"n_queries", f.n_queries}};
+  return {
+      {"p10", f.p10}, {"map100", f.map100}, {"n_images", f.n_images}, {"n_queries", f.n_queries}};
 }
 
 }  // namespace

@@ -17,7 +17,7 @@
 namespace mms {
 
 struct QueryEvalOptions {
-  int32_t min_images = 8;       // a keyword needs this many relevant images in the collection
+  int32_t min_images = 8;        // a keyword needs this many relevant images in the collection
   int32_t min_split_images = 2;  // and this many in the evaluated split
   std::vector<std::string> templates = {"a {}", "{}", "a picture of {}"};
 };
@@ -57,7 +57,7 @@ struct KeywordFigures {
 };
 
 struct QueryMetrics {
-  QueryFigures collection, split;  // all images; the evaluated split's images
+  QueryFigures collection, split;        // all images; the evaluated split's images
   std::vector<KeywordFigures> keywords;  // in NaturalQueries::keywords order
   std::vector<std::string> templates;
 };
