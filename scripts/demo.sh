@@ -17,8 +17,9 @@ if [ ! -f "$model/model.safetensors" ]; then
   exit 1
 fi
 
-echo "demo: the shipped model on the Open Clip Art test split (recall in percent):"
-build/mmsearch eval --model "$model" --manifest data/manifests/openclipart.jsonl
+echo "demo: the shipped model on Open Clip Art: caption recall on its test split, and short"
+echo "      keyword queries over the whole collection and its test images (in percent):"
+build/mmsearch eval --model "$model" --manifest data/manifests/openclipart.jsonl --queries
 
 # --reembed: an index left by an earlier shipped model is moved into this model's space
 # (a no-op when it is already there).

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces the shipped default model (data/models/default/) end to end on a CPU machine:
-# set-up, fetch and prepare the data, train the tokenizer, train the dual encoder, build its
-# memory of training pairs, evaluate it on the three test splits (with and without the
-# memory), and install the result.
+# set-up, fetch and prepare the data, train the tokenizer, train the dual encoder, build a
+# memory of training pairs (unless MEMORY_TEXTS=none), evaluate it on every data set's test
+# split (natural queries too, eval --queries, where the manifest has keywords), install it.
+# Environment: RUN_DIR, INSTALL_TO, CONFIG, VOCAB_SIZE, MEMORY_TEXTS (mmsearch memory
+# --texts, or none), and MMSEARCH (a copy of the program kept apart from rebuilds; then no set-up).
 #   scripts/train.sh                      # the default model
 #   RUN_DIR=runs/x scripts/train.sh --set train.epochs=2   # extra args go to `mmsearch train`
 #                                         # (and the --set ones to `mmsearch memory` too)
@@ -13,27 +15,38 @@ cd "$root"
 run="${RUN_DIR:-runs/default}"
 install_to="${INSTALL_TO:-data/models/default}"
 config="${CONFIG:-training/configs/default.json}"
-vocab="${VOCAB_SIZE:-4000}"
+vocab="${VOCAB_SIZE:-8000}"
 mms="${MMSEARCH:-build/mmsearch}"   # another build of the program, e.g. a copy kept apart from rebuilds
 start=$(date +%s)
 
-scripts/setup.sh
+# With MMSEARCH= naming a program kept apart from rebuilds, build/ is left alone.
+if [ -z "${MMSEARCH:-}" ]; then scripts/setup.sh; fi
 scripts/fetch_data.sh
 mkdir -p "$run"
 
-if [ ! -f "$run/tokenizer.model" ]; then
-  # The tokenizer learns from training captions only: test captions stay unseen.
-  /usr/bin/python3 - "$run/corpus.txt" <<'PY'
+# The config's data sets: "name path" a line.
+datasets=$(/usr/bin/python3 -c '
 import json, sys
-with open(sys.argv[1] + ".tmp", "w", encoding="utf-8") as out:
-    for name in ("emoji", "openclipart", "fashion_mnist"):
-        with open(f"data/manifests/{name}.jsonl", encoding="utf-8") as f:
+for d in json.load(open(sys.argv[1]))["data"]:
+    print(d["name"], d["path"])' "$config")
+
+if [ ! -f "$run/tokenizer.model" ]; then
+  # The tokenizer learns from the training pairs' texts only (captions, titles and other
+  # names, which the caption views train with): test captions stay unseen.
+  /usr/bin/python3 - "$run/corpus.txt" $(echo "$datasets" | awk '{print $2}') <<'PY'
+import json, os, sys
+out_path = sys.argv[1]
+with open(out_path + ".tmp", "w", encoding="utf-8") as out:
+    for manifest in sys.argv[2:]:
+        with open(manifest, encoding="utf-8") as f:
             for line in f:
                 pair = json.loads(line)
-                if pair.get("split", "train") == "train":
-                    out.write(pair["caption"].replace("\n", " ") + "\n")
-import os
-os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+                if pair.get("split", "train") != "train":
+                    continue
+                texts = [pair["caption"]] + ([pair["title"]] if pair.get("title") else [])
+                for text in texts + pair.get("names", []):
+                    out.write(text.replace("\n", " ") + "\n")
+os.replace(out_path + ".tmp", out_path)
 PY
   "$mms" tokenizer-train --corpus "$run/corpus.txt" --vocab-size "$vocab" \
     --out "$run/tokenizer.model"
@@ -44,32 +57,43 @@ resume=()
 "$mms" train --config "$config" --out "$run" --set "tokenizer=$run/tokenizer.model" \
   "${resume[@]}" "$@"
 
-# The model's memory of training pairs (encoders/memory.h), from the same data and overrides.
-sets=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --set) sets+=(--set "$2"); shift 2 ;;
-    --set=*) sets+=("$1"); shift ;;
-    *) shift ;;
-  esac
-done
-"$mms" memory --model "$run/model" --config "$config" --set "tokenizer=$run/tokenizer.model" \
-  "${sets[@]}"
+# The model's memory of training pairs (encoders/memory.h), from the same data and overrides,
+# unless MEMORY_TEXTS=none: its texts are the training captions, titles and keywords (on the
+# validation splits, r30 answered text queries best with all three; README).
+memory_texts="${MEMORY_TEXTS:-captions,titles,keywords}"
+rm -f "$run/model/memory.safetensors"
+if [ "$memory_texts" != none ]; then
+  sets=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --set) sets+=(--set "$2"); shift 2 ;;
+      --set=*) sets+=("$1"); shift ;;
+      *) shift ;;
+    esac
+  done
+  "$mms" memory --model "$run/model" --config "$config" --set "tokenizer=$run/tokenizer.model" \
+    --texts "$memory_texts" "${sets[@]}"
+fi
 
-# Test figures with the memory (what the model answers) and without (the encoders alone).
-for set in emoji openclipart fashion_mnist; do
-  "$mms" eval --model "$run/model" --manifest "data/manifests/$set.jsonl" \
-    --json "$run/test_$set.json" --zero-shot-template "a photo of {}"
-  "$mms" eval --model "$run/model" --manifest "data/manifests/$set.jsonl" --no-memory \
-    --json "$run/test_${set}_no_memory.json" --zero-shot-template "a photo of {}"
-done
+# Test figures (with the memory where there is one, and then also without it); natural
+# queries (eval --queries) for every set whose manifest carries keywords.
+while read -r name path; do
+  queries=()
+  grep -q '"keywords"' "$path" && queries=(--queries)
+  "$mms" eval --model "$run/model" --manifest "$path" "${queries[@]}" \
+    --json "$run/test_$name.json" --zero-shot-template "a photo of {}" </dev/null
+  if [ "$memory_texts" != none ]; then
+    "$mms" eval --model "$run/model" --manifest "$path" --no-memory "${queries[@]}" \
+      --json "$run/test_${name}_no_memory.json" --zero-shot-template "a photo of {}" </dev/null
+  fi
+done <<<"$datasets"
 
-/usr/bin/python3 - "$run" <<'PY'
+/usr/bin/python3 - "$run" "$memory_texts" $(echo "$datasets" | awk '{print $1}') <<'PY'
 import json, sys, os
-run = sys.argv[1]
+run, memory_texts, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 def figures(suffix):
     out = {}
-    for name in ("emoji", "openclipart", "fashion_mnist"):
+    for name in names:
         with open(f"{run}/test_{name}{suffix}.json") as f:
             m = json.load(f)
         acc = m.pop("zero_shot_acc", None)
@@ -80,7 +104,8 @@ def figures(suffix):
             out[f"{name}_zero_shot_acc"] = acc
     return out
 out = figures("")
-out["without_memory"] = figures("_no_memory")
+if memory_texts != "none":
+    out["without_memory"] = figures("_no_memory")
 with open(f"{run}/model/eval.json.tmp", "w") as f:
     json.dump(out, f, indent=2)
     f.write("\n")
@@ -88,8 +113,10 @@ os.replace(f"{run}/model/eval.json.tmp", f"{run}/model/eval.json")
 PY
 
 mkdir -p "$install_to"
+rm -f "$install_to/memory.safetensors"
 cp "$run/model/config.json" "$run/model/model.safetensors" "$run/model/tokenizer.model" \
-  "$run/model/memory.safetensors" "$run/model/eval.json" "$install_to/"
+  "$run/model/eval.json" "$install_to/"
+[ -f "$run/model/memory.safetensors" ] && cp "$run/model/memory.safetensors" "$install_to/"
 cp "$run/train_config.json" "$install_to/train_config.json"
 echo "train.sh: installed $install_to in $(( ($(date +%s) - start) / 60 )) min"
 cat "$install_to/eval.json"
