@@ -207,38 +207,41 @@ clip art|clipart|clip-art|icon|icons|symbol|symbols|openclipart|open clip art|pn
 """.replace("\n", "").split("|"))
 
 
-def clean_keywords(words, exclude=(), limit=MAX_KEYWORDS):
-    """Lowercase, de-duplicated keywords: '_' to spaces, markup and junk tags (JUNK_KEYWORDS),
-    numbers-only and over-long ones dropped, those equal to an exclude text dropped."""
+def _unique(items, exclude, limit, clean, keep):
+    """The first `limit` items, each passed through clean(), that keep(item, key) accepts and
+    whose comparable() key is new (and not that of an exclude text)."""
     out, seen = [], {comparable(x) for x in exclude if x}
-    for word in words or ():
-        word = clean_text(str(word)).replace("_", " ").lower()
-        word = _WS_RE.sub(" ", word).strip(" .,;:!?\"'()[]{}#*-")
-        key = comparable(word)
-        if (len(word) < 2 or not has_letters(word) or word in JUNK_KEYWORDS or key in seen
-                or len(word) > 40 or word.startswith(("hash(", "0x"))):
+    for item in items or ():
+        item = clean(item)
+        key = comparable(item)
+        if key in seen or not keep(item, key):
             continue
         seen.add(key)
-        out.append(word)
+        out.append(item)
         if len(out) >= limit:
             break
     return out
+
+
+def clean_keywords(words, exclude=(), limit=MAX_KEYWORDS):
+    """Lowercase, de-duplicated keywords: '_' to spaces, markup and junk tags (JUNK_KEYWORDS),
+    numbers-only and over-long ones dropped, those equal to an exclude text dropped."""
+    def clean(word):
+        word = clean_text(str(word)).replace("_", " ").lower()
+        return _WS_RE.sub(" ", word).strip(" .,;:!?\"'()[]{}#*-")
+
+    def keep(word, key):
+        return not (len(word) < 2 or not has_letters(word) or word in JUNK_KEYWORDS
+                    or len(word) > 40 or word.startswith(("hash(", "0x")))
+
+    return _unique(words, exclude, limit, clean, keep)
 
 
 def clean_names(names, exclude=(), limit=MAX_NAMES, max_chars=MAX_NAME_CHARS):
     """Other names (aliases, translations): cleaned, de-duplicated (ignoring case and
     punctuation, and against exclude), at most limit, each at most max_chars long."""
-    out, seen = [], {comparable(x) for x in exclude if x}
-    for name in names or ():
-        name = clean_text(str(name)).strip(" ,;:")
-        key = comparable(name)
-        if not name or not key or key in seen or len(name) > max_chars:
-            continue
-        seen.add(key)
-        out.append(name)
-        if len(out) >= limit:
-            break
-    return out
+    return _unique(names, exclude, limit, lambda name: clean_text(str(name)).strip(" ,;:"),
+                   lambda name, key: bool(name) and bool(key) and len(name) <= max_chars)
 
 
 def clean_title(text):
