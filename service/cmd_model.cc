@@ -33,17 +33,26 @@ void print_direction(const char* name, const DirectionMetrics& m) {
   std::printf("%-12s %6.2f %6.2f %6.2f %8.1f\n", name, m.r1, m.r5, m.r10, m.median_rank);
 }
 
-// The natural-query figures (training/query_eval.h) of every image the manifest names, as
-// JSON; prints the summary and the best and worst keywords.
-std::string eval_queries(const Embedder& embedder, const std::vector<Pair>& pairs, Split split,
-                         const EvalCommand& c, int32_t threads) {
-  if (c.query_templates.empty()) throw Error::invalid_argument("eval: --queries needs a template");
-  std::vector<std::string> images;
-  std::unordered_map<std::string, size_t> store_index;
-  for (const Pair& p : pairs) {
-    if (store_index.emplace(p.image, images.size()).second) images.push_back(p.image);
+// Rows `rows` of `emb` ([n, dim] row-major), in that order.
+std::vector<float> gather_rows(const std::vector<float>& emb, int32_t dim,
+                               const std::vector<size_t>& rows) {
+  std::vector<float> out;
+  out.reserve(rows.size() * size_t(dim));
+  for (size_t r : rows) {
+    out.insert(out.end(), emb.begin() + r * dim, emb.begin() + (r + 1) * dim);
   }
-  const ImageStore store = build_image_store(images, embedder.image_size(), threads, "");
+  return out;
+}
+
+// The natural-query figures (training/query_eval.h) of every loadable image the manifest
+// names, as JSON; prints the summary and the best and worst keywords. `stored_emb` holds the
+// embedding of every store row (run_eval decodes and encodes each image once), `store_index`
+// maps an image path to its row.
+std::string eval_queries(const Embedder& embedder, const std::vector<Pair>& pairs, Split split,
+                         const EvalCommand& c, const ImageStore& store,
+                         const std::unordered_map<std::string, size_t>& store_index,
+                         const std::vector<float>& stored_emb) {
+  if (c.query_templates.empty()) throw Error::invalid_argument("eval: --queries needs a template");
   std::vector<Pair> loaded;
   for (const Pair& p : pairs) {
     if (store.errors[store_index.at(p.image)].empty()) loaded.push_back(p);
@@ -57,7 +66,7 @@ std::string eval_queries(const Embedder& embedder, const std::vector<Pair>& pair
   }
   std::vector<size_t> rows;
   for (const std::string& image : queries.images) rows.push_back(store_index.at(image));
-  const std::vector<float> image_emb = embed_stored_images(embedder, store, rows);
+  const std::vector<float> image_emb = gather_rows(stored_emb, embedder.dim(), rows);
   std::vector<std::string> texts;
   for (const std::string& k : queries.keywords) {
     for (const std::string& t : options.templates) texts.push_back(fill_template(t, k));
@@ -112,21 +121,32 @@ void run_eval(const EvalCommand& c) {
     throw Error::invalid_argument("manifest '" + c.manifest + "' has no pairs in the " + c.split +
                                   " split");
   }
-  const int32_t s = embedder->image_size();
-  const ImageStore store = build_image_store(all.images, s, threads, "");
+  // The split's images, or with --queries every image the manifest names (the collection
+  // the natural queries search, which holds the split's).
+  std::vector<std::string> images = all.images;
+  std::unordered_map<std::string, size_t> store_index;
+  if (c.queries) {
+    images.clear();
+    for (const Pair& p : pairs) {
+      if (store_index.emplace(p.image, images.size()).second) images.push_back(p.image);
+    }
+  } else {
+    for (size_t i = 0; i < images.size(); ++i) store_index.emplace(images[i], i);
+  }
+  const ImageStore store = build_image_store(images, embedder->image_size(), threads, "");
   // Images that cannot be loaded (over the pixel bound, corrupt) leave the galleries, with
   // their pairs; the figures then describe the images a user could index. Each image is
-  // decoded once: the gallery is rebuilt from the pairs, the pixels come from the store.
-  std::unordered_map<std::string, size_t> store_index;
+  // decoded and encoded once: the gallery is rebuilt from the pairs, the pixels come from
+  // the store.
   std::unordered_set<std::string> failed;
-  for (size_t i = 0; i < all.images.size(); ++i) {
-    store_index.emplace(all.images[i], i);
-    if (!store.errors[i].empty()) {
+  for (const std::string& image : all.images) {
+    const std::string& error = store.errors[store_index.at(image)];
+    if (!error.empty()) {
       if (failed.empty()) {
         std::fprintf(stderr, "eval: image(s) cannot be loaded and are left out, e.g. %s\n",
-                     store.errors[i].c_str());
+                     error.c_str());
       }
-      failed.insert(all.images[i]);
+      failed.insert(image);
     }
   }
   Gallery gallery = all;
@@ -138,9 +158,21 @@ void run_eval(const EvalCommand& c) {
     }
     gallery = make_gallery(kept, split);
   }
+  std::vector<size_t> loaded;  // store rows that decoded, each embedded once
+  for (size_t i = 0; i < images.size(); ++i) {
+    if (store.errors[i].empty()) loaded.push_back(i);
+  }
+  std::vector<float> stored_emb(images.size() * size_t(embedder->dim()));
+  {
+    const std::vector<float> emb = embed_stored_images(*embedder, store, loaded);
+    for (size_t r = 0; r < loaded.size(); ++r) {
+      std::copy(emb.begin() + r * embedder->dim(), emb.begin() + (r + 1) * embedder->dim(),
+                stored_emb.begin() + loaded[r] * embedder->dim());
+    }
+  }
   std::vector<size_t> rows;
   for (const std::string& image : gallery.images) rows.push_back(store_index.at(image));
-  const std::vector<float> image_emb = embed_stored_images(*embedder, store, rows);
+  const std::vector<float> image_emb = gather_rows(stored_emb, embedder->dim(), rows);
   const std::vector<float> text_emb = embedder->embed_texts(gallery.texts);
   const RetrievalMetrics m = retrieval_metrics(image_emb, text_emb, embedder->dim(), gallery);
   nlohmann::json out = nlohmann::json::parse(retrieval_metrics_to_json(m));
@@ -181,7 +213,10 @@ void run_eval(const EvalCommand& c) {
                   prompt_sets.size(), acc);
     }
   }
-  if (c.queries) out["queries"] = nlohmann::json::parse(eval_queries(*embedder, pairs, split, c, threads));
+  if (c.queries) {
+    out["queries"] = nlohmann::json::parse(
+        eval_queries(*embedder, pairs, split, c, store, store_index, stored_emb));
+  }
   if (!c.json_out.empty()) {
     std::ofstream f(c.json_out, std::ios::trunc);
     f << out.dump(2) << "\n";

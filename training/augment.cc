@@ -37,26 +37,32 @@ void resample(const uint8_t* src, int32_t side, double x0, double y0, double w, 
   }
 }
 
+constexpr std::string_view kMarker = "Keywords:";  // the keyword list's marker in captions
+
 }  // namespace
 
-std::string augment_caption(const std::string& caption, const AugmentConfig& config,
-                            std::mt19937_64& rng) {
+KeywordCaption split_keyword_caption(const std::string& caption) {
   using manifest_internal::trim;
-  static constexpr std::string_view kMarker = "Keywords:";
-  if (config.keyword_drop <= 0 && !config.keyword_shuffle) return caption;
+  KeywordCaption out;
   const size_t at = caption.rfind(kMarker);
-  if (at == std::string::npos) return caption;
-  const std::string text = trim(std::string_view(caption).substr(0, at));
+  if (at == std::string::npos) return out;
+  out.text = trim(std::string_view(caption).substr(0, at));
   const std::string tail = trim(std::string_view(caption).substr(at + kMarker.size()));
   std::string_view list = tail;
   if (!list.empty() && list.back() == '.') list.remove_suffix(1);
-  std::vector<std::string> keywords;
   while (!list.empty()) {
     const size_t comma = list.find(',');
     std::string k = trim(list.substr(0, comma));
-    if (!k.empty()) keywords.push_back(std::move(k));
+    if (!k.empty()) out.keywords.push_back(std::move(k));
     list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
   }
+  return out;
+}
+
+std::string augment_caption(const std::string& caption, const AugmentConfig& config,
+                            std::mt19937_64& rng) {
+  if (config.keyword_drop <= 0 && !config.keyword_shuffle) return caption;
+  const auto [text, keywords] = split_keyword_caption(caption);
   if (keywords.empty()) return caption;
 
   std::vector<std::string_view> kept;

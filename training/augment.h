@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "training/data_plan.h"
 #include "training/train_config.h"
@@ -15,6 +16,14 @@ namespace mms {
 // src: side x side x 3 uint8 (HWC). Writes [3, out_size, out_size] float32 0..1 (CHW) to out.
 void augment_image(const uint8_t* src, int32_t side, int32_t out_size, const AugmentConfig& config,
                    std::mt19937_64& rng, float* out);
+
+// A caption written as "<text> Keywords: a, b, c." (the emoji and Open Clip Art form): its
+// text and its keywords, trimmed, empty ones dropped; no keywords when it has no such list.
+struct KeywordCaption {
+  std::string text;
+  std::vector<std::string> keywords;
+};
+KeywordCaption split_keyword_caption(const std::string& caption);
 
 // Training-time caption augmentation. Captions of the form "<text> Keywords: a, b, c." (how
 // the emoji and Open Clip Art manifests are written) keep their text; each keyword is left

@@ -9,6 +9,7 @@ namespace mms {
 std::vector<uint8_t> true_pairs(const std::vector<const TrainSample*>& batch, bool by_label,
                                 const std::vector<CaptionView>* views) {
   const size_t n = batch.size();
+  const size_t m = views != nullptr ? views->size() : n;  // text columns: row j % n's
   auto text = [&](size_t j) -> const std::string& {
     return views != nullptr ? (*views)[j].text : batch[j]->caption;
   };
@@ -18,12 +19,19 @@ std::vector<uint8_t> true_pairs(const std::vector<const TrainSample*>& batch, bo
       return std::find(image.keywords.begin(), image.keywords.end(), c) != image.keywords.end();
     });
   };
-  std::vector<uint8_t> pairs(n * n);
+  // Image i's own texts drawn in this batch equal to text j (columns i, i + n, ...).
+  auto own_text = [&](size_t i, size_t j) {
+    for (size_t k = i; k < m; k += n) {
+      if (text(k) == text(j)) return true;
+    }
+    return false;
+  };
+  std::vector<uint8_t> pairs(n * m);
   for (size_t i = 0; i < n; ++i) {
-    for (size_t j = 0; j < n; ++j) {
+    for (size_t j = 0; j < m; ++j) {
       const TrainSample& a = *batch[i];
-      const TrainSample& b = *batch[j];
-      pairs[i * n + j] = a.caption == b.caption || text(i) == text(j) || a.image == b.image ||
+      const TrainSample& b = *batch[j % n];
+      pairs[i * m + j] = a.caption == b.caption || a.image == b.image || own_text(i, j) ||
                          (by_label && !a.label.empty() && a.label == b.label) ||
                          (views != nullptr && tagged(a, (*views)[j].concepts));
     }

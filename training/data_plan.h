@@ -34,9 +34,10 @@ struct TrainSource {
 
 // Which (image i, caption j) of a batch are true pairs, row-major [n * n]: the same caption or
 // the same image in two rows is a true pair, not a negative; so is the same non-empty class
-// label when by_label is set. With `views` (one per row), rows whose drawn texts are equal
-// are true pairs as well, and image i also answers text j when views[j] names
-// concepts that are all among sample i's keywords (so the matrix need not be symmetric).
+// label when by_label is set. With `views` (k texts per row: text j belongs to row j % n),
+// the matrix is [n * k*n]: image i also answers text j when one of its own drawn texts equals
+// it, or when views[j] names concepts that are all among sample i's keywords (so the matrix
+// need not be symmetric).
 std::vector<uint8_t> true_pairs(const std::vector<const TrainSample*>& batch, bool by_label,
                                 const std::vector<CaptionView>* views = nullptr);
 

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "common/error.h"
+#include "training/augment.h"  // split_keyword_caption
 
 namespace mms {
 namespace {
@@ -65,26 +66,6 @@ std::vector<std::string> title_words(std::string_view title) {
   }
   if (!word.empty()) words.push_back(std::move(word));
   return words;
-}
-
-// The keyword list of a caption written as "<text> Keywords: a, b, c." (empty otherwise).
-std::vector<std::string> caption_keywords(const std::string& caption) {
-  static constexpr std::string_view kMarker = "Keywords:";
-  std::vector<std::string> out;
-  const size_t at = caption.rfind(kMarker);
-  if (at == std::string::npos) return out;
-  std::string_view list = std::string_view(caption).substr(at + kMarker.size());
-  while (!list.empty() &&
-         (list.back() == '.' || std::isspace(static_cast<unsigned char>(list.back())))) {
-    list.remove_suffix(1);
-  }
-  while (!list.empty()) {
-    const size_t comma = list.find(',');
-    std::string k = normalize_keyword(list.substr(0, comma));
-    if (!k.empty()) out.push_back(std::move(k));
-    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
-  }
-  return out;
 }
 
 // precision@10 and AP@100 (fractions) of one query's scores over `gallery` (indices into the
@@ -155,7 +136,11 @@ NaturalQueries natural_queries(const std::vector<Pair>& pairs, Split split,
     if (p.split == split) q.in_split[i] = 1;
     std::vector<std::string> keywords;
     for (const std::string& k : p.keywords) keywords.push_back(normalize_keyword(k));
-    if (keywords.empty()) keywords = caption_keywords(p.caption);
+    if (keywords.empty()) {
+      for (const std::string& k : split_keyword_caption(p.caption).keywords) {
+        keywords.push_back(normalize_keyword(k));
+      }
+    }
     for (std::string& k : keywords) {
       if (k.empty()) continue;
       if (!is_generic_keyword(k) && has_letter(k)) candidates.insert(k);

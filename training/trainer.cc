@@ -200,21 +200,14 @@ class Loader {
       }
     }
     std::tie(batch.ids, batch.lengths) = token_batch(views);
-    if (!two_texts) {
-      std::vector<uint8_t> pairs = true_pairs(samples, config_.label_positives, &views);
-      batch.positives = torch::from_blob(pairs.data(), {n, n}, torch::kUInt8).to(torch::kBool);
-      return batch;
+    if (two_texts) {
+      // The loss's texts are the n captions, then the n views.
+      std::tie(batch.view_ids, batch.view_lengths) = token_batch(second);
+      views.insert(views.end(), second.begin(), second.end());
     }
-    std::tie(batch.view_ids, batch.view_lengths) = token_batch(second);
-    // Texts are the n captions then the n views: the true pairs of a doubled batch, of which
-    // the first n rows (each image once) are kept.
-    std::vector<const TrainSample*> doubled = samples;
-    doubled.insert(doubled.end(), samples.begin(), samples.end());
-    views.insert(views.end(), second.begin(), second.end());
-    std::vector<uint8_t> pairs = true_pairs(doubled, config_.label_positives, &views);
-    batch.positives = torch::from_blob(pairs.data(), {2 * n, 2 * n}, torch::kUInt8)
-                          .slice(0, 0, n)
-                          .to(torch::kBool);
+    std::vector<uint8_t> pairs = true_pairs(samples, config_.label_positives, &views);
+    const int64_t texts = static_cast<int64_t>(views.size());
+    batch.positives = torch::from_blob(pairs.data(), {n, texts}, torch::kUInt8).to(torch::kBool);
     return batch;
   }
 
