@@ -207,7 +207,7 @@ clip art|clipart|clip-art|icon|icons|symbol|symbols|openclipart|open clip art|pn
 """.replace("\n", "").split("|"))
 
 
-def _unique(items, exclude, limit, clean, keep):
+def unique_cleaned(items, exclude, limit, clean, keep):
     """The first `limit` items, each passed through clean(), that keep(item, key) accepts and
     whose comparable() key is new (and not that of an exclude text)."""
     out, seen = [], {comparable(x) for x in exclude if x}
@@ -234,13 +234,13 @@ def clean_keywords(words, exclude=(), limit=MAX_KEYWORDS):
         return not (len(word) < 2 or not has_letters(word) or word in JUNK_KEYWORDS
                     or len(word) > 40 or word.startswith(("hash(", "0x")))
 
-    return _unique(words, exclude, limit, clean, keep)
+    return unique_cleaned(words, exclude, limit, clean, keep)
 
 
 def clean_names(names, exclude=(), limit=MAX_NAMES, max_chars=MAX_NAME_CHARS):
     """Other names (aliases, translations): cleaned, de-duplicated (ignoring case and
     punctuation, and against exclude), at most limit, each at most max_chars long."""
-    return _unique(names, exclude, limit, lambda name: clean_text(str(name)).strip(" ,;:"),
+    return unique_cleaned(names, exclude, limit, lambda name: clean_text(str(name)).strip(" ,;:"),
                    lambda name, key: bool(name) and bool(key) and len(name) <= max_chars)
 
 

@@ -180,15 +180,8 @@ def build(cache_dir, log=print):
                             "svg": c["svg"], "caption": c["caption"], "title": c["title"],
                             "keywords": c["keywords"], "names": c["names"],
                             "group": group_key(c["concept"]), "set": set_name})
-    errors = render.render_all([(r["svg"], r["image"]) for r in records], RENDER_SIZE, log=log,
-                               what="icons")
-    for png, err in sorted(errors.items())[:20]:
-        log("icons: %s: %s (left out)" % (png, err))
-    records = [r for r in records if r["image"] not in errors]
-    for r in records:
-        del r["svg"]
-    if not errors:
-        common.write_atomic(os.path.join(png_root, ".complete"), b"rendered\n")
+    records, errors = render.render_records(records, RENDER_SIZE, os.path.join(png_root, ".complete"),
+                                            log=log, what="icons", prefix="icons")
     merged = common.merge_groups_by_content(records)
     common.assign_splits(records)
     for set_name, (n, stats) in per_set.items():

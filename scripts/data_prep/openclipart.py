@@ -177,19 +177,14 @@ def clean_description(description, title):
 
 
 def clean_keywords(keywords, exclude=()):
-    out, seen = [], {common.comparable(x) for x in exclude if x}
-    for kw in keywords:
-        kw = common.clean_text(kw).replace("_", " ").strip(" .,;")
-        kw = re.sub(r"\s+", " ", kw)
-        key = common.comparable(kw)
-        if (kw.casefold() in _JUNK_KEYWORDS or _HASH_RE.match(kw) or not common.has_letters(kw)
-                or key in seen or len(kw) > 40):
-            continue
-        seen.add(key)
-        out.append(kw)
-        if len(out) >= MAX_KEYWORDS:
-            break
-    return out
+    def clean(kw):
+        return re.sub(r"\s+", " ", common.clean_text(kw).replace("_", " ").strip(" .,;"))
+
+    def keep(kw, key):
+        return not (kw.casefold() in _JUNK_KEYWORDS or _HASH_RE.match(kw)
+                    or not common.has_letters(kw) or len(kw) > 40)
+
+    return common.unique_cleaned(keywords, exclude, MAX_KEYWORDS, clean, keep)
 
 
 def compose_caption(name, title, description, keywords):

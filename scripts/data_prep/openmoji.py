@@ -117,15 +117,8 @@ def build(cache_dir, log=print):
     emojilib = emoji.load_emojilib(lib_path) if os.path.isfile(lib_path) else {}
     records, missing = build_records(entries, {s: os.path.join(pkg, s, "svg") for s in STYLES},
                                      png_root, emoji_groups, emojilib)
-    errors = render.render_all([(r["svg"], r["image"]) for r in records], RENDER_SIZE, log=log,
-                               what="OpenMoji SVGs")
-    for png, err in sorted(errors.items())[:20]:
-        log("openmoji: %s: %s (left out)" % (png, err))
-    records = [r for r in records if r["image"] not in errors]
-    for r in records:
-        del r["svg"]
-    if not errors:
-        common.write_atomic(os.path.join(png_root, ".complete"), b"rendered\n")
+    records, errors = render.render_records(records, RENDER_SIZE, os.path.join(png_root, ".complete"),
+                                            log=log, what="OpenMoji SVGs", prefix="openmoji")
     records, dropped = drop_shared_pictures(records)
     common.assign_splits(records)
     kinds = collections.Counter(r["group"].split(":", 1)[0] for r in records)

@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 
+from . import common
+
 PARALLEL = 2  # the machines this runs on are small and shared
 
 
@@ -65,3 +67,19 @@ def render_all(jobs, size, parallel=PARALLEL, log=print, what="images"):
             if done % 2000 == 0:
                 log("  %d / %d rendered" % (done, len(todo)))
     return errors
+
+
+def render_records(records, size, marker, log=print, what="images", prefix="render"):
+    """Renders each record's "svg" (where it has one) to its "image" PNG. Returns the records
+    whose image exists, without their "svg" key, and {png: error} for the failures (the first
+    20 logged). Writes the `marker` file when nothing failed."""
+    errors = render_all([(r["svg"], r["image"]) for r in records if "svg" in r], size, log=log,
+                        what=what)
+    for png, err in sorted(errors.items())[:20]:
+        log("%s: %s: %s (left out)" % (prefix, png, err))
+    kept = [r for r in records if r["image"] not in errors]
+    for r in kept:
+        r.pop("svg", None)
+    if not errors:
+        common.write_atomic(marker, b"rendered\n")
+    return kept, errors

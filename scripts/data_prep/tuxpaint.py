@@ -148,15 +148,10 @@ def build(cache_dir, log=print):
         raise FileNotFoundError("tuxpaint-stamps-default not found in %s (run scripts/fetch_data.sh)" % root)
     stats = collections.Counter()
     records = build_records(scan(root), os.path.join(cache_dir, PNG_OUT), stats)
-    errors = render.render_all([(r["svg"], r["image"]) for r in records if "svg" in r],
-                               RENDER_SIZE, log=log, what="Tux Paint SVG stamps")
-    for png, err in sorted(errors.items()):
-        log("tuxpaint: %s: %s (left out)" % (png, err))
-    records = [r for r in records if r["image"] not in errors]
-    if not errors:
-        common.write_atomic(os.path.join(cache_dir, PNG_OUT, ".complete"), b"rendered\n")
+    records, errors = render.render_records(
+        records, RENDER_SIZE, os.path.join(cache_dir, PNG_OUT, ".complete"), log=log,
+        what="Tux Paint SVG stamps", prefix="tuxpaint")
     for r in records:
-        r.pop("svg", None)
         r.pop("rel", None)
     merged = common.merge_groups_by_content(records)
     common.assign_splits(records)
