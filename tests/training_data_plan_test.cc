@@ -20,7 +20,8 @@ std::vector<mms::TrainSource> sources() {
   for (const auto& [name, n] : sizes) {
     mms::TrainSource s;
     s.name = name;
-    for (int i = 0; i < n; ++i) s.samples.push_back({image++, name + std::to_string(i), "", "", {}, {}});
+    for (int i = 0; i < n; ++i)
+      s.samples.push_back({image++, name + std::to_string(i), "", "", {}, {}});
     out.push_back(s);
   }
   out[2].max_per_epoch = 40;
@@ -104,6 +105,34 @@ TEST(DataPlan, AnyBatchIsReproducibleFromTheSeedAlone) {
     EXPECT_NE(all[0], all[straight.batches_per_epoch()]);
     mms::DataPlan other(data, 8, 100, by_source);
     EXPECT_NE(other.batch(0), all[0]);
+  }
+}
+
+// A source with repeats = 2 is drawn twice an epoch, each sample exactly twice; the capped
+// source is capped per pass, and the others keep one pass.
+TEST(DataPlan, RepeatsDrawEachSampleThatManyTimesAnEpoch) {
+  for (bool by_source : {false, true}) {
+    auto data = sources();
+    data[0].repeats = 2;
+    data[2].repeats = 3;
+    mms::DataPlan plan(data, 8, 7, by_source);
+    EXPECT_EQ(plan.samples_per_epoch(), 53 * 2 + 37 + 40 * 3);
+    std::map<const mms::TrainSample*, int> seen;
+    for (const auto& batch : epoch(plan, 1)) {
+      for (const mms::TrainSample* s : batch) ++seen[s];
+    }
+    int a_twice = 0, c_drawn = 0;
+    for (const auto& [s, count] : seen) {
+      if (source_of(s) == 'a') a_twice += count == 2;
+      if (source_of(s) == 'b') EXPECT_EQ(count, 1) << s->caption;
+      if (source_of(s) == 'c') {
+        EXPECT_LE(count, 3) << s->caption;
+        c_drawn += count;
+      }
+    }
+    // An epoch's last partial batch is dropped: at most 7 draws go missing.
+    EXPECT_GE(a_twice, 53 - 7) << "by_source " << by_source;
+    EXPECT_GE(c_drawn, 120 - 7) << "by_source " << by_source;
   }
 }
 

@@ -307,6 +307,26 @@ TEST(TrainConfig, EmaDecayIsReadCheckedAndWrittenBack) {
   }
 }
 
+TEST(TrainConfig, DataRepeatsAreReadCheckedAndWrittenBack) {
+  const std::string base =
+      R"({"tokenizer": "t.model", "data": [{"name": "a", "path": "a.jsonl", "repeats": 2},
+                                          {"name": "b", "path": "b.jsonl"}]})";
+  const mms::TrainConfig c = mms::parse_train_config(base, "c", {});
+  EXPECT_EQ(c.data.at(0).repeats, 2);
+  EXPECT_EQ(c.data.at(1).repeats, 1);
+  EXPECT_EQ(mms::parse_train_config(mms::train_config_to_json(c), "c", {}).data.at(0).repeats, 2);
+  for (const char* bad : {R"("repeats": 0)", R"("repeats": -1)"}) {
+    std::string text = base;
+    text.replace(text.find(R"("repeats": 2)"), 12, bad);
+    try {
+      mms::parse_train_config(text, "cfg.json", {});
+      FAIL() << "accepted " << bad;
+    } catch (const mms::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("repeats"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST_F(TrainerTest, ARunDirectoryWithACheckpointIsNotOverwrittenWithoutResume) {
   config_.epochs = 1;
   mms::TrainOptions options;

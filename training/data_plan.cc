@@ -44,7 +44,7 @@ DataPlan::DataPlan(const std::vector<TrainSource>& sources, int64_t batch_size, 
     : sources_(sources), batch_size_(batch_size), seed_(seed), by_source_(by_source) {
   for (const TrainSource& s : sources_) {
     const int64_t n = static_cast<int64_t>(s.samples.size());
-    samples_per_epoch_ += s.max_per_epoch > 0 ? std::min(n, s.max_per_epoch) : n;
+    samples_per_epoch_ += (s.max_per_epoch > 0 ? std::min(n, s.max_per_epoch) : n) * s.repeats;
   }
 }
 
@@ -57,13 +57,15 @@ void DataPlan::build_epoch(int64_t epoch) {
   for (const TrainSource& s : sources_) {
     std::vector<size_t> idx(s.samples.size());
     std::iota(idx.begin(), idx.end(), 0);
-    std::shuffle(idx.begin(), idx.end(), rng);
-    size_t take = idx.size();
-    if (s.max_per_epoch > 0) take = std::min<size_t>(take, static_cast<size_t>(s.max_per_epoch));
-    const size_t whole = by_source_ ? take - take % bs : 0;
-    for (size_t i = 0; i < take; ++i) {
-      if (i < whole && i % bs == 0) batches.emplace_back();
-      (i < whole ? batches.back() : rest).push_back(&s.samples[idx[i]]);
+    for (int64_t pass = 0; pass < s.repeats; ++pass) {
+      std::shuffle(idx.begin(), idx.end(), rng);
+      size_t take = idx.size();
+      if (s.max_per_epoch > 0) take = std::min<size_t>(take, static_cast<size_t>(s.max_per_epoch));
+      const size_t whole = by_source_ ? take - take % bs : 0;
+      for (size_t i = 0; i < take; ++i) {
+        if (i < whole && i % bs == 0) batches.emplace_back();
+        (i < whole ? batches.back() : rest).push_back(&s.samples[idx[i]]);
+      }
     }
   }
   std::shuffle(rest.begin(), rest.end(), rng);

@@ -30,6 +30,7 @@ struct TrainSource {
   std::string name;
   std::vector<TrainSample> samples;
   int64_t max_per_epoch = 0;  // 0: every sample each epoch
+  int64_t repeats = 1;        // passes per epoch, each its own shuffle capped by max_per_epoch
 };
 
 // Which (image i, caption j) of a batch are true pairs, row-major [n * n]: the same caption or

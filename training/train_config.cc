@@ -77,23 +77,27 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
     read(j, "cache_dir", c.cache_dir);
     if (j.contains("data")) {
       for (const json& d : j.at("data")) {
-        reject_unknown(d, {"name", "path", "max_per_epoch"}, "data[].", name);
+        reject_unknown(d, {"name", "path", "max_per_epoch", "repeats"}, "data[].", name);
         TrainDataSource s;
         s.name = d.at("name").get<std::string>();
         s.path = d.at("path").get<std::string>();
         read(d, "max_per_epoch", s.max_per_epoch);
+        read(d, "repeats", s.repeats);
+        if (s.repeats < 1 || s.repeats > 100) {
+          throw Error::invalid_argument("train config '" + name + "': data '" + s.name +
+                                        "' repeats must be 1..100");
+        }
         c.data.push_back(s);
       }
     }
     if (j.contains("train")) {
       const json& t = j.at("train");
-      reject_unknown(
-          t,
-          {"epochs", "batch_size", "accum_steps", "lr", "min_lr_ratio", "weight_decay",
-           "warmup_steps", "grad_clip", "seed", "checkpoint_every", "max_train_tokens",
-           "loader_threads", "eval_max_images", "label_positives", "batch_by_source", "ema_decay",
-           "keyword_positives", "caption_and_view"},
-          "train.", name);
+      reject_unknown(t,
+                     {"epochs", "batch_size", "accum_steps", "lr", "min_lr_ratio", "weight_decay",
+                      "warmup_steps", "grad_clip", "seed", "checkpoint_every", "max_train_tokens",
+                      "loader_threads", "eval_max_images", "label_positives", "batch_by_source",
+                      "ema_decay", "keyword_positives", "caption_and_view"},
+                     "train.", name);
       read(t, "epochs", c.epochs);
       read(t, "batch_size", c.batch_size);
       read(t, "accum_steps", c.accum_steps);
@@ -181,7 +185,10 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
 std::string train_config_to_json(const TrainConfig& c) {
   json data = json::array();
   for (const TrainDataSource& s : c.data) {
-    data.push_back({{"name", s.name}, {"path", s.path}, {"max_per_epoch", s.max_per_epoch}});
+    data.push_back({{"name", s.name},
+                    {"path", s.path},
+                    {"max_per_epoch", s.max_per_epoch},
+                    {"repeats", s.repeats}});
   }
   json j = {
       {"model", json::parse(model_config_to_json(c.model))},

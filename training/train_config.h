@@ -16,6 +16,9 @@ struct TrainDataSource {
   std::string name;           // "emoji", "openclipart", ...: names its figures in eval.json
   std::string path;           // a JSONL manifest (or COCO / Karpathy JSON)
   int64_t max_per_epoch = 0;  // train pairs drawn per epoch (0: all), a fresh sample each epoch
+  // Passes over the source per epoch (each a fresh shuffle, each capped by max_per_epoch):
+  // 2 weighs a small source that matters most twice as heavily as the others.
+  int64_t repeats = 1;
 };
 
 struct AugmentConfig {

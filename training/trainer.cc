@@ -67,7 +67,7 @@ Data load_data(const TrainConfig& config, int32_t threads) {
   };
   std::vector<std::vector<Pair>> val_pairs;
   for (const TrainDataSource& source : config.data) {
-    TrainSource ts{source.name, {}, source.max_per_epoch};
+    TrainSource ts{source.name, {}, source.max_per_epoch, source.repeats};
     std::vector<Pair> val;
     for (Pair& p : read_pairs(source.path)) {
       if (p.split == Split::kTrain)
