@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <system_error>
+#include <unordered_map>
 
 #include "common/error.h"
 #include "index/collection_impl.h"
@@ -371,6 +372,50 @@ std::optional<ItemRecord> Collection::item(int64_t id) const {
   return read_item(st, "catalog '" + impl_->db->path() + "'");
 }
 
+namespace {
+
+// "?1, ?2, ..., ?n" for an IN list of n ids (SQLite allows 32766 parameters).
+std::string placeholders(size_t n) {
+  std::string out;
+  for (size_t i = 1; i <= n; ++i) out += (i > 1 ? ", ?" : "?") + std::to_string(i);
+  return out;
+}
+
+// The records of `ids` in order, looked up in chunks of one IN query each.
+template <typename Record, typename Read>
+std::vector<std::optional<Record>> records_by_id(const Collection::Impl& impl, const char* table,
+                                                 const char* columns,
+                                                 const std::vector<int64_t>& ids, Read read) {
+  constexpr size_t kChunk = 500;
+  std::vector<std::optional<Record>> out(ids.size());
+  std::lock_guard<std::mutex> lock(impl.db_mutex);
+  for (size_t start = 0; start < ids.size(); start += kChunk) {
+    const size_t n = std::min(kChunk, ids.size() - start);
+    SqliteStatement st(*impl.db, std::string("SELECT ") + columns + " FROM " + table +
+                                     " WHERE id IN (" + placeholders(n) + ")");
+    for (size_t i = 0; i < n; ++i) st.bind(static_cast<int>(i + 1), ids[start + i]);
+    std::unordered_map<int64_t, Record> found;
+    while (st.step()) {
+      Record r = read(st);
+      const int64_t id = r.id;
+      found.emplace(id, std::move(r));
+    }
+    for (size_t i = 0; i < n; ++i) {
+      auto it = found.find(ids[start + i]);
+      if (it != found.end()) out[start + i] = it->second;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::optional<ItemRecord>> Collection::items(const std::vector<int64_t>& ids) const {
+  const std::string where = "catalog '" + impl_->db->path() + "'";
+  return records_by_id<ItemRecord>(*impl_, "items", kItemColumns, ids,
+                                   [&](SqliteStatement& st) { return read_item(st, where); });
+}
+
 std::optional<ItemRecord> Collection::find_item_by_path(const std::string& path) const {
   std::lock_guard<std::mutex> lock(impl_->db_mutex);
   SqliteStatement st(*impl_->db,
@@ -537,6 +582,11 @@ std::optional<TextRecord> Collection::text(int64_t id) const {
   st.bind(1, id);
   if (!st.step()) return std::nullopt;
   return read_text(st);
+}
+
+std::vector<std::optional<TextRecord>> Collection::texts(const std::vector<int64_t>& ids) const {
+  return records_by_id<TextRecord>(*impl_, "texts", kTextColumns, ids,
+                                   [](SqliteStatement& st) { return read_text(st); });
 }
 
 std::vector<TextRecord> Collection::list_texts(int64_t after_id, int32_t limit) const {

@@ -148,6 +148,8 @@ class Collection {
   // ---- items (images) ---------------------------------------------------------------------
 
   std::optional<ItemRecord> item(int64_t id) const;
+  // item() of each id, in order, in one catalog query (a search answer's k lookups).
+  std::vector<std::optional<ItemRecord>> items(const std::vector<int64_t>& ids) const;
   std::optional<ItemRecord> find_item_by_path(const std::string& path) const;
   // Up to `limit` items with id > after_id, by increasing id: page through a catalog of any
   // size with after_id = last id seen, starting from 0.
@@ -172,6 +174,7 @@ class Collection {
   std::vector<int64_t> add_texts(const std::vector<std::string>& texts,
                                  const std::vector<float>& vectors, const std::string& source);
   std::optional<TextRecord> text(int64_t id) const;
+  std::vector<std::optional<TextRecord>> texts(const std::vector<int64_t>& ids) const;
   // Like list_items; pages through the texts.
   std::vector<TextRecord> list_texts(int64_t after_id, int32_t limit) const;
   int64_t text_count() const;

@@ -282,16 +282,23 @@ std::vector<SearchResult> search_filtered(const Collection& collection, SearchTa
     std::vector<SearchResult> out;
     std::vector<std::vector<float>> kept_vectors;
     std::vector<std::string> kept_hashes;
+    // Hits come best first: none after the first below min_score passes.
+    size_t usable = hits.size();
     bool below_min = false;
-    for (const SearchHit& hit : hits) {
-      if (static_cast<int32_t>(out.size()) == k) break;
-      if (filters.min_score && hit.score < *filters.min_score) {
-        below_min = true;  // hits come best first: none after this one passes
+    for (size_t i = 0; filters.min_score && i < hits.size(); ++i) {
+      if (hits[i].score < *filters.min_score) {
+        usable = i;
+        below_min = true;
         break;
       }
-      std::vector<SearchResult> one = resolve_hits(collection, {hit}, target);
-      if (one.empty()) continue;  // removed since the index snapshot
-      SearchResult& r = one[0];
+    }
+    // The catalog records of every hit that may be kept, in one lookup: without filters the
+    // first k (an item removed since the index snapshot leaves a gap, refetched below).
+    if (!filtering) usable = std::min(usable, static_cast<size_t>(k));
+    std::vector<SearchResult> resolved = resolve_hits(
+        collection, std::vector<SearchHit>(hits.begin(), hits.begin() + usable), target);
+    for (SearchResult& r : resolved) {
+      if (static_cast<int32_t>(out.size()) == k) break;
       if (!filters.path_prefix.empty() && !under_prefix(r.path, filters.path_prefix)) continue;
       if (filters.dedup) {
         const std::string& hash = r.content_hash;  // empty for texts

@@ -33,21 +33,31 @@ std::vector<SearchResult> search_collection(const Collection& collection,
 std::vector<SearchResult> resolve_hits(const Collection& collection,
                                        const std::vector<SearchHit>& found, SearchTarget target) {
   const bool images = target == SearchTarget::kImages;
+  std::vector<int64_t> ids;
+  ids.reserve(found.size());
+  for (const SearchHit& hit : found) ids.push_back(hit.id);
+  // One catalog query for all the hits; one removed between the index snapshot and now is
+  // left out.
+  std::vector<std::optional<ItemRecord>> items;
+  std::vector<std::optional<TextRecord>> texts;
+  if (images) {
+    items = collection.items(ids);
+  } else {
+    texts = collection.texts(ids);
+  }
   std::vector<SearchResult> hits;
-  for (const SearchHit& found_hit : found) {
+  for (size_t i = 0; i < found.size(); ++i) {
     SearchResult h;
-    h.id = found_hit.id;
-    h.score = found_hit.score;
+    h.id = found[i].id;
+    h.score = found[i].score;
     if (images) {
-      const auto item = collection.item(h.id);
-      if (!item) continue;  // removed between the index snapshot and now
-      h.path = item->path;
-      h.caption = item->caption.value_or("");
-      h.content_hash = item->content_hash;
+      if (!items[i]) continue;
+      h.path = std::move(items[i]->path);
+      h.caption = items[i]->caption.value_or("");
+      h.content_hash = std::move(items[i]->content_hash);
     } else {
-      const auto text = collection.text(h.id);
-      if (!text) continue;
-      h.text = text->text;
+      if (!texts[i]) continue;
+      h.text = std::move(texts[i]->text);
     }
     hits.push_back(std::move(h));
   }
