@@ -10,4 +10,7 @@ namespace mms {
 // Throws Error::invalid_argument naming `what` and the first bad character's position.
 std::string base64_decode(std::string_view text, const std::string& what);
 
+// The standard alphabet with '=' padding, no line breaks.
+std::string base64_encode(std::string_view bytes);
+
 }  // namespace mms

@@ -31,6 +31,8 @@ struct Outcome {
 
 struct TextJob : Outcome<std::vector<float>> {
   std::string text;
+  std::vector<int32_t> ids;  // when given, `text` is not used
+  bool tokenized = false;
 };
 
 struct ImageJob : Outcome<std::vector<float>> {
@@ -132,9 +134,12 @@ struct Batcher::Impl {
   }
 
   void run(std::vector<std::shared_ptr<TextJob>>& batch) {
-    std::vector<std::string> strings;
-    for (const auto& job : batch) strings.push_back(job->text);
-    split_rows(batch, embedder.embed_texts(strings));
+    std::vector<std::vector<int32_t>> ids;
+    ids.reserve(batch.size());
+    for (const auto& job : batch) {
+      ids.push_back(job->tokenized ? job->ids : embedder.tokenizer().encode(job->text));
+    }
+    split_rows(batch, embedder.embed_token_ids(ids));
   }
 
   void run(std::vector<std::shared_ptr<ImageJob>>& batch) {
@@ -198,6 +203,16 @@ std::future<std::vector<float>> Batcher::embed_text(std::string text) {
   impl_->reserve_slot();
   auto job = std::make_shared<TextJob>();
   job->text = std::move(text);
+  auto result = job->done.get_future();
+  impl_->enqueue(impl_->texts, std::move(job));
+  return result;
+}
+
+std::future<std::vector<float>> Batcher::embed_tokens(std::vector<int32_t> ids) {
+  impl_->reserve_slot();
+  auto job = std::make_shared<TextJob>();
+  job->ids = std::move(ids);
+  job->tokenized = true;
   auto result = job->done.get_future();
   impl_->enqueue(impl_->texts, std::move(job));
   return result;

@@ -43,6 +43,9 @@ class Batcher {
 
   // [dim] unit-norm embedding of `text` (any length).
   std::future<std::vector<float>> embed_text(std::string text);
+  // The same for a text already tokenized (Tokenizer::encode: BOS .. EOS), so that callers
+  // can check its length and tokenize on their own threads.
+  std::future<std::vector<float>> embed_tokens(std::vector<int32_t> ids);
   // pixels: one image as preprocess_image(img, embedder.image_size()) makes it,
   // [3, S, S] float32. Returns its [dim] unit-norm embedding.
   std::future<std::vector<float>> embed_image(std::vector<float> pixels);

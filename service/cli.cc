@@ -56,7 +56,9 @@ struct Options {
   std::string host = "127.0.0.1", api_key;
   int port = 8080;
   int64_t max_body_bytes = ServeLimits{}.max_body_bytes;
-  int http_threads = ServeLimits{}.http_threads;
+  int http_threads = HttpCoreLimits{}.worker_threads;
+  std::vector<std::string> allow_hosts;
+  std::string cors_origin;
   int64_t max_queue = BatcherOptions{}.max_queue;
   int threads = default_threads();
   int batch_size = 64;
@@ -64,6 +66,7 @@ struct Options {
   // memory (the subcommand's settings; eval's overrides of a memory's own)
   MemoryOverrides memory, memory_overrides;
   bool no_memory = false;
+  std::vector<std::string> embed_texts, embed_images;
   std::string memory_texts = "captions";
   bool queries = false;
   std::vector<std::string> query_templates = mms::QueryEvalOptions{}.templates;
@@ -88,11 +91,13 @@ void add_memory_settings(CLI::App* cmd, const std::string& prefix, MemoryOverrid
   cmd->add_option(prefix + "temperature", m.temperature,
                   help("Softmax temperature over their similarities", d.temperature))
       ->check(CLI::PositiveNumber);
-  cmd->add_option(prefix + "weight", m.weight,
-                  help("How far an embedding moves toward its neighbours (0: not at all)", d.weight))
+  cmd->add_option(
+         prefix + "weight", m.weight,
+         help("How far an embedding moves toward its neighbours (0: not at all)", d.weight))
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option(prefix + "gate-low", m.gate_low,
-                  help("Nearest-neighbour similarity below which an embedding does not move", d.gate_low))
+  cmd->add_option(
+         prefix + "gate-low", m.gate_low,
+         help("Nearest-neighbour similarity below which an embedding does not move", d.gate_low))
       ->check(CLI::Range(-1.0, 1.0));
   cmd->add_option(prefix + "gate-high", m.gate_high,
                   help("Similarity from which it moves by the whole weight (-1 and -1: no gate)",
@@ -162,8 +167,7 @@ int run_cli(int argc, char** argv) {
                    "\"image\", \"rank\"} (1 = its best relevant item came first)");
   eval->add_flag("--no-memory", o.no_memory,
                  "Score the encoders' own embeddings, without the model's memory.safetensors");
-  add_memory_settings(eval, "--memory-", o.memory_overrides,
-                      "instead of the memory's own setting");
+  add_memory_settings(eval, "--memory-", o.memory_overrides, "instead of the memory's own setting");
   eval->add_option("--split", o.split, "Which split to evaluate (default: test)")
       ->check(CLI::IsMember({"train", "val", "test"}));
   eval->add_option("--zero-shot-template", o.zero_shot_templates,
@@ -186,11 +190,24 @@ int run_cli(int argc, char** argv) {
     };
   });
 
+  CLI::App* embed = app.add_subcommand("embed", "Print the embeddings of texts and images");
+  embed->add_option("--model", o.model_dir, "Model directory (default: the shipped model)");
+  embed->add_option("--text", o.embed_texts, "A text to embed (repeatable)");
+  embed->add_option("--image", o.embed_images, "An image file to embed (repeatable)");
+  embed->add_flag("--no-memory", o.no_memory,
+                  "The encoders' own embeddings, without the model's memory.safetensors");
+  add_threads(embed, o);
+  embed->callback([&] {
+    action = [&o] {
+      run_embed({o.model_dir, o.embed_texts, o.embed_images, !o.no_memory, o.threads});
+    };
+  });
+
   CLI::App* memory = app.add_subcommand(
       "memory", "Build a model's memory of training pairs (MODEL_DIR/memory.safetensors)");
   memory->add_option("--model", o.model_dir, "Model directory to add the memory to")->required();
-  memory->add_option("--config", o.config,
-                     "Training config whose data's train pairs fill the memory")
+  memory
+      ->add_option("--config", o.config, "Training config whose data's train pairs fill the memory")
       ->required();
   memory->add_option("--set", o.overrides, "Override a config value: key=value (repeatable)");
   const MemorySettings memory_defaults;
@@ -239,7 +256,12 @@ int run_cli(int argc, char** argv) {
   });
 
   CLI::App* search = app.add_subcommand("search", "Search an index by text or by image");
-  search->add_option("--index", o.index_dir, "Index directory")->required();
+  CLI::Option* search_index = search->add_option("--index", o.index_dir, "Index directory");
+  search
+      ->add_option("--server", o.search.server,
+                   "Ask this running `mmsearch serve` (http://host:port) instead of loading "
+                   "the model and index here; same output")
+      ->excludes(search_index);
   SearchCommand& q = o.search;
   search->add_option("--text", q.text, "Query text");
   search->add_option("--image", q.image, "Query image file");
@@ -266,6 +288,9 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::Range(1, 65536));
   add_threads(search, o);
   search->callback([&] {
+    if (o.index_dir.empty() && q.server.empty()) {
+      throw CLI::ValidationError("search", "give --index DIR (or --server URL)");
+    }
     if (q.text.empty() && q.image.empty() && q.query.empty() && q.vector_file.empty() &&
         q.items.empty()) {
       throw CLI::ValidationError("search",
@@ -294,8 +319,15 @@ int run_cli(int argc, char** argv) {
   serve->add_option("--model", o.model_dir, "Model directory (default: the shipped model)");
   serve->add_option("--max-body-bytes", o.max_body_bytes, "Largest request body (default 16 MiB)")
       ->check(CLI::Range(int64_t{1024}, int64_t{1} << 32));
-  serve->add_option("--http-threads", o.http_threads, "Connections served at once (default 128)")
+  serve
+      ->add_option("--http-threads", o.http_threads,
+                   "Requests handled at once; connections are not limited by it (default 32)")
       ->check(CLI::Range(1, 4096));
+  serve->add_option("--allow-host", o.allow_hosts,
+                    "Also answer requests whose Host header names this (repeatable); others get "
+                    "421 (default: the bound address's names)");
+  serve->add_option("--cors-origin", o.cors_origin,
+                    "Let web pages from this origin call the API (CORS; default: off)");
   serve->add_option("--max-queue", o.max_queue, "Queued jobs at most; beyond: 503 (default 512)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   add_threads(serve, o);
@@ -309,7 +341,9 @@ int run_cli(int argc, char** argv) {
       options.api_key = o.api_key;
       options.threads = o.threads;
       options.limits.max_body_bytes = o.max_body_bytes;
-      options.limits.http_threads = o.http_threads;
+      options.limits.http.worker_threads = o.http_threads;
+      options.allow_hosts = o.allow_hosts;
+      options.cors_origin = o.cors_origin;
       options.limits.batch.max_queue = o.max_queue;
       run_serve(options);
     };

@@ -105,7 +105,53 @@ void run_add_texts(const AddTextsCommand& c) {
             << "\n";
 }
 
+namespace {
+
+void print_results(const std::vector<SearchResult>& hits, SearchTarget target, bool filtered) {
+  std::printf("%4s  %6s  %s\n", "rank", "score", target == SearchTarget::kImages ? "path" : "text");
+  for (size_t i = 0; i < hits.size(); ++i) {
+    const SearchResult& h = hits[i];
+    const std::string folded =
+        h.duplicates.empty() ? ""
+                             : "  (+" + std::to_string(h.duplicates.size()) + " near-identical)";
+    std::printf("%4zu  %6.3f  %s%s\n", i + 1, h.score,
+                (target == SearchTarget::kImages ? h.path : h.text).c_str(), folded.c_str());
+  }
+  if (hits.empty()) {
+    std::printf(filtered ? "(no results pass the filters)\n"
+                         : "(no results: the index is empty)\n");
+  }
+}
+
+// A server's answer (search_results_json's shape) back as results, for the same table.
+std::vector<SearchResult> results_of(const nlohmann::json& answer) {
+  std::vector<SearchResult> hits;
+  for (const nlohmann::json& r : answer["results"]) {
+    SearchResult h;
+    h.id = r.value("id", int64_t{0});
+    h.score = r.value("score", 0.f);
+    h.path = r.value("path", std::string());
+    h.text = r.value("text", std::string());
+    if (r.contains("duplicates")) h.duplicates = r["duplicates"].get<std::vector<int64_t>>();
+    hits.push_back(std::move(h));
+  }
+  return hits;
+}
+
+}  // namespace
+
 void run_search(const SearchCommand& c) {
+  const bool filtered = c.min_score || !c.path_prefix.empty();
+  if (!c.server.empty()) {
+    const SearchTarget target = parse_search_target(c.target);
+    const nlohmann::json answer = remote_search(c);
+    if (c.json) {
+      std::cout << answer.dump(2) << "\n";
+    } else {
+      print_results(results_of(answer), target, filtered);
+    }
+    return;
+  }
   const auto t0 = std::chrono::steady_clock::now();
   set_compute_threads(resolve_threads(c.threads));
   const SearchTarget target = parse_search_target(c.target);
@@ -146,19 +192,7 @@ void run_search(const SearchCommand& c) {
     std::cout << search_results_json(hits, target, took_ms).dump(2) << "\n";
     return;
   }
-  std::printf("%4s  %6s  %s\n", "rank", "score", target == SearchTarget::kImages ? "path" : "text");
-  for (size_t i = 0; i < hits.size(); ++i) {
-    const SearchResult& h = hits[i];
-    const std::string folded =
-        h.duplicates.empty() ? ""
-                             : "  (+" + std::to_string(h.duplicates.size()) + " near-identical)";
-    std::printf("%4zu  %6.3f  %s%s\n", i + 1, h.score,
-                (target == SearchTarget::kImages ? h.path : h.text).c_str(), folded.c_str());
-  }
-  if (hits.empty()) {
-    std::printf(c.min_score || !c.path_prefix.empty() ? "(no results pass the filters)\n"
-                                                      : "(no results: the index is empty)\n");
-  }
+  print_results(hits, target, filtered);
 }
 
 }  // namespace mms

@@ -1,6 +1,7 @@
 // The collection commands of the CLI: `index`, `add-texts` and `search`.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,7 +38,14 @@ struct SearchCommand {
   std::string path_prefix;
   bool dedup = false;
   float dedup_threshold = 0.99f;
+  // When set (http://host:port), the search is asked of that running `mmsearch serve`
+  // instead; index_dir and model_dir are not used. Output is the same.
+  std::string server;
 };
 void run_search(const SearchCommand& command);
+
+// POST /v1/search on command.server with the command's terms and filters: the answer's JSON
+// ({"results", "took_ms"}), or the Error the server's status stands for (service/cmd_remote.cc).
+nlohmann::json remote_search(const SearchCommand& command);
 
 }  // namespace mms

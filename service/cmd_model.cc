@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "encoders/embedder.h"
+#include "encoders/image_io.h"
 #include "training/augment.h"  // fill_template
 #include "training/evaluate.h"
 #include "training/image_store.h"
@@ -72,7 +73,8 @@ std::string eval_queries(const Embedder& embedder, const std::vector<Pair>& pair
     for (const std::string& t : options.templates) texts.push_back(fill_template(t, k));
   }
   const std::vector<float> query_emb = embedder.embed_texts(texts);
-  const QueryMetrics m = query_metrics(queries, image_emb, query_emb, embedder.dim(), options.templates);
+  const QueryMetrics m =
+      query_metrics(queries, image_emb, query_emb, embedder.dim(), options.templates);
   std::printf("natural queries: %zu keywords x %zu templates\n", queries.keywords.size(),
               options.templates.size());
   std::printf("%-22s %8s %8s %8s\n", "", "P@10", "mAP@100", "images");
@@ -113,7 +115,8 @@ void run_train(const TrainCommand& c) {
 void run_eval(const EvalCommand& c) {
   const int32_t threads = resolve_threads(c.threads);
   set_compute_threads(threads);
-  const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir, c.use_memory, c.memory_overrides);
+  const std::unique_ptr<Embedder> embedder =
+      Embedder::load(c.model_dir, c.use_memory, c.memory_overrides);
   const std::vector<Pair> pairs = read_pairs(c.manifest);
   const Split split = parse_split(c.split);
   const Gallery all = make_gallery(pairs, split);
@@ -225,12 +228,16 @@ void run_eval(const EvalCommand& c) {
   if (!c.ranks_out.empty()) {
     std::ofstream f(c.ranks_out, std::ios::trunc);
     for (size_t i = 0; i < gallery.texts.size(); ++i) {
-      f << nlohmann::json{{"direction", "t2i"}, {"text", gallery.texts[i]}, {"rank", m.t2i_ranks[i]}}
+      f << nlohmann::json{{"direction", "t2i"},
+                          {"text", gallery.texts[i]},
+                          {"rank", m.t2i_ranks[i]}}
                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
         << "\n";
     }
     for (size_t j = 0; j < gallery.images.size(); ++j) {
-      f << nlohmann::json{{"direction", "i2t"}, {"image", gallery.images[j]}, {"rank", m.i2t_ranks[j]}}
+      f << nlohmann::json{{"direction", "i2t"},
+                          {"image", gallery.images[j]},
+                          {"rank", m.i2t_ranks[j]}}
                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
         << "\n";
     }
@@ -262,6 +269,31 @@ void run_memory(const MemoryCommand& c) {
   if (stats.failed_images) {
     std::printf("%lld image(s) could not be loaded and are left out\n",
                 static_cast<long long>(stats.failed_images));
+  }
+}
+
+void run_embed(const EmbedCommand& c) {
+  if (c.texts.empty() && c.images.empty()) {
+    throw Error::invalid_argument("give something to embed: --text or --image");
+  }
+  set_compute_threads(resolve_threads(c.threads));
+  const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir, c.use_memory);
+  auto print = [&](const char* kind, const std::string& input, const float* v) {
+    const nlohmann::json line = {{"kind", kind},
+                                 {"input", input},
+                                 {"embedding", std::vector<float>(v, v + embedder->dim())}};
+    std::cout << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  };
+  if (!c.texts.empty()) {
+    const std::vector<float> emb = embedder->embed_texts(c.texts);
+    for (size_t i = 0; i < c.texts.size(); ++i) {
+      print("text", c.texts[i], emb.data() + i * size_t(embedder->dim()));
+    }
+  }
+  for (const std::string& path : c.images) {
+    const DecodedImage image = load_image_file(path, ImageLimits{}, embedder->image_size());
+    const std::vector<float> pixels = preprocess_image(image, embedder->image_size());
+    print("image", path, embedder->embed_pixels(pixels.data(), 1).data());
   }
 }
 

@@ -45,4 +45,15 @@ struct MemoryCommand {
 };
 void run_memory(const MemoryCommand& command);
 
+// `mmsearch embed`: the embedding of each text and image, one JSON line each
+// {"kind", "input", "embedding"} in the order given (texts first). What the HTTP service's
+// /v1/embed routes and the Python reference (scripts/python/) give for the same inputs.
+struct EmbedCommand {
+  std::string model_dir;
+  std::vector<std::string> texts, images;
+  bool use_memory = true;
+  int threads = 0;
+};
+void run_embed(const EmbedCommand& command);
+
 }  // namespace mms

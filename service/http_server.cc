@@ -1,8 +1,9 @@
+// The mmsearch service on the HTTP core: its route table and handlers, admission (Host, the
+// API key, CORS, each route's body limit), the access log and metrics, and run_serve.
 #include "service/http_server.h"
 
-#include <httplib.h>
+#include <sys/resource.h>
 
-#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <chrono>
@@ -10,12 +11,12 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
-#include <deque>
+#include <list>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 
 #include "common/base64.h"
 #include "common/error.h"
@@ -23,6 +24,7 @@
 #include "index/collection.h"
 #include "index/query.h"
 #include "index/search.h"
+#include "service/http_routes.h"
 #include "service/metrics.h"
 #include "service/search_json.h"
 #include "service/web_assets.h"
@@ -31,111 +33,10 @@ namespace mms {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using httplib::Request;
-using httplib::Response;
 using nlohmann::json;
-
-// Per connection thread: when the current request started (for the access log and the
-// latency histogram), and whether it is being answered on the accepting thread because the
-// pool's queue is full.
-thread_local Clock::time_point t_request_start = Clock::now();
-thread_local bool t_overloaded = false;
 
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-// JSON text that never throws on invalid UTF-8 (request paths and file names may hold any
-// bytes): bad sequences become U+FFFD.
-std::string dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-// The one place error kinds become HTTP statuses.
-int http_status_for(ErrorKind kind) {
-  switch (kind) {
-    case ErrorKind::kInvalidArgument: return 400;
-    case ErrorKind::kNotFound: return 404;
-    case ErrorKind::kMismatch: return 409;
-    case ErrorKind::kTooLarge: return 413;
-    case ErrorKind::kUnsupported: return 415;
-    case ErrorKind::kCorrupt: return 422;
-    case ErrorKind::kUnavailable: return 503;
-    case ErrorKind::kIo:
-    case ErrorKind::kInternal: return 500;
-  }
-  return 500;
-}
-
-void send_error(Response& res, int status, const std::string& code, const std::string& message) {
-  res.status = status;
-  res.set_content(dump({{"error", {{"code", code}, {"message", message}}}}), "application/json");
-  if (status == 503 || status == 429) res.set_header("Retry-After", "1");
-}
-
-void send_error(Response& res, const Error& e) {
-  const int status = http_status_for(e.kind());
-  if (status == 500) {
-    // Internals (paths of the index, library messages) go to the log, not to the client.
-    std::fprintf(stderr, "mmsearch serve: internal error: %s\n", e.what());
-    send_error(res, 500, "internal", "internal error; see the server log");
-    return;
-  }
-  send_error(res, status, error_kind_name(e.kind()), e.what());
-}
-
-void send_json(Response& res, const json& body) {
-  res.set_content(dump(body), "application/json");
-}
-
-// A route of the API: its path pattern, the label metrics use, and the methods it answers.
-struct RouteSpec {
-  std::regex pattern;
-  std::string label;
-  std::string allow;
-};
-
-const std::vector<RouteSpec>& route_specs() {
-  static const std::vector<RouteSpec> specs = {
-      {std::regex("/"), "/", "GET"},
-      {std::regex("/healthz"), "/healthz", "GET"},
-      {std::regex("/metrics"), "/metrics", "GET"},
-      {std::regex("/openapi.json"), "/openapi.json", "GET"},
-      {std::regex("/v1/search"), "/v1/search", "POST"},
-      {std::regex("/v1/search/text"), "/v1/search/text", "POST"},
-      {std::regex("/v1/search/vector"), "/v1/search/vector", "POST"},
-      {std::regex("/v1/search/image"), "/v1/search/image", "POST"},
-      {std::regex("/v1/embed/text"), "/v1/embed/text", "POST"},
-      {std::regex("/v1/embed/image"), "/v1/embed/image", "POST"},
-      {std::regex("/v1/admin/reload"), "/v1/admin/reload", "POST"},
-      {std::regex("/v1/items/[0-9]+"), "/v1/items/{id}", "GET"},
-      {std::regex("/v1/items/[0-9]+/image"), "/v1/items/{id}/image", "GET"},
-  };
-  return specs;
-}
-
-const RouteSpec* find_route(const std::string& path) {
-  for (const RouteSpec& spec : route_specs()) {
-    if (std::regex_match(path, spec.pattern)) return &spec;
-  }
-  return nullptr;
-}
-
-bool has_body(const Request& req) {
-  if (req.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos) return true;
-  const std::string length = req.get_header_value("Content-Length");
-  return !length.empty() && length != "0";
-}
-
-// Answers a request no handler took: 405 with Allow for a known path, else 404.
-void send_route_error(const Request& req, Response& res) {
-  if (const RouteSpec* spec = find_route(req.path)) {
-    res.set_header("Allow", spec->allow);
-    send_error(res, 405, "method_not_allowed",
-               req.method + " is not allowed on " + spec->label + " (use " + spec->allow + ")");
-    return;
-  }
-  send_error(res, 404, "not_found", "no route " + req.method + " " + req.path);
 }
 
 // Constant-time comparison, so the key cannot be guessed byte by byte from response times.
@@ -145,178 +46,87 @@ bool same_secret(const std::string& a, const std::string& b) {
   return diff == 0 && !b.empty();
 }
 
-// The body of a POST, read through the content reader so that chunked and compressed bodies
-// are bounded too (by what is received after decoding), not only a declared Content-Length.
-struct Body {
-  bool multipart = false;
-  std::string data;
-  std::string content_type;
-  std::vector<httplib::MultipartFormData> parts;
+// At most `n` holders at once; the others wait (uploads and thumbnails decoding images).
+class Budget {
+ public:
+  explicit Budget(int32_t n) : free_(n) {}
+  class Slot {
+   public:
+    explicit Slot(Budget& b) : b_(b) {
+      std::unique_lock<std::mutex> lock(b_.mutex_);
+      b_.cond_.wait(lock, [&] { return b_.free_ > 0; });
+      --b_.free_;
+    }
+    ~Slot() {
+      {
+        std::lock_guard<std::mutex> lock(b_.mutex_);
+        ++b_.free_;
+      }
+      b_.cond_.notify_one();
+    }
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+
+   private:
+    Budget& b_;
+  };
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cond_;
+  int32_t free_;
 };
 
-Body read_body(const Request& req, const httplib::ContentReader& reader, int64_t limit) {
-  Body body;
-  body.content_type = req.get_header_value("Content-Type");
-  int64_t total = 0;
-  bool too_large = false;
-  auto append = [&](std::string& to, const char* data, size_t n) {
-    total += static_cast<int64_t>(n);
-    if (total > limit) {
-      too_large = true;
-      return false;
+// The most recently served thumbnails, up to a byte budget. An entry remembers the file's
+// size and mtime from the catalog, so a re-indexed (changed) file is never served stale.
+class ThumbnailCache {
+ public:
+  explicit ThumbnailCache(int64_t max_bytes) : max_bytes_(max_bytes) {}
+
+  std::optional<std::string> get(const ItemRecord& item, int64_t side) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = index_.find(key(item.id, side));
+    if (it == index_.end()) return std::nullopt;
+    if (it->second->size != item.size || it->second->mtime_ns != item.mtime_ns) {
+      bytes_ -= static_cast<int64_t>(it->second->jpeg.size());
+      lru_.erase(it->second);
+      index_.erase(it);
+      return std::nullopt;
     }
-    to.append(data, n);
-    return true;
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return it->second->jpeg;
+  }
+
+  void put(const ItemRecord& item, int64_t side, std::string jpeg) {
+    if (static_cast<int64_t>(jpeg.size()) > max_bytes_ / 4) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::string k = key(item.id, side);
+    if (index_.count(k)) return;
+    bytes_ += static_cast<int64_t>(jpeg.size());
+    lru_.push_front({k, item.size, item.mtime_ns, std::move(jpeg)});
+    index_[k] = lru_.begin();
+    while (bytes_ > max_bytes_ && !lru_.empty()) {
+      bytes_ -= static_cast<int64_t>(lru_.back().jpeg.size());
+      index_.erase(lru_.back().key);
+      lru_.pop_back();
+    }
+  }
+
+ private:
+  struct Entry {
+    std::string key;
+    int64_t size, mtime_ns;
+    std::string jpeg;
   };
-  constexpr size_t kMaxParts = 16;
-  bool ok;
-  if (req.is_multipart_form_data()) {
-    body.multipart = true;
-    ok = reader(
-        [&](const httplib::MultipartFormData& part) {
-          body.parts.push_back(part);
-          return body.parts.size() <= kMaxParts;
-        },
-        [&](const char* data, size_t n) {
-          return !body.parts.empty() && append(body.parts.back().content, data, n);
-        });
-  } else {
-    ok = reader([&](const char* data, size_t n) { return append(body.data, data, n); });
+  static std::string key(int64_t id, int64_t side) {
+    return std::to_string(id) + "/" + std::to_string(side);
   }
-  // httplib refuses a declared Content-Length over its payload limit itself (reading and
-  // dropping the body); the reader then just fails.
-  const std::string declared = req.get_header_value("Content-Length");
-  if (!ok && !declared.empty() && declared.size() < 20 &&
-      declared.find_first_not_of("0123456789") == std::string::npos &&
-      std::stoull(declared) > static_cast<uint64_t>(limit)) {
-    too_large = true;
-  }
-  if (too_large) {
-    throw Error::too_large("the request body is over the limit of " + std::to_string(limit) +
-                           " bytes");
-  }
-  if (!ok) {
-    throw Error::invalid_argument(body.multipart ? "malformed multipart/form-data body"
-                                                 : "the request body could not be read");
-  }
-  return body;
-}
-
-json parse_json_object(const Body& body) {
-  json j;
-  try {
-    j = json::parse(body.data);
-  } catch (const json::exception&) {
-    throw Error::invalid_argument("the body is not valid JSON");
-  }
-  if (!j.is_object()) throw Error::invalid_argument("the body must be a JSON object");
-  return j;
-}
-
-std::string string_field(const json& j, const char* name, int64_t max_bytes) {
-  if (!j.contains(name))
-    throw Error::invalid_argument(std::string("missing field \"") + name + "\"");
-  if (!j[name].is_string())
-    throw Error::invalid_argument(std::string("\"") + name + "\" must be a string");
-  std::string s = j[name].get<std::string>();
-  if (s.find_first_not_of(" \t\r\n") == std::string::npos) {
-    throw Error::invalid_argument(std::string("\"") + name + "\" is empty");
-  }
-  if (static_cast<int64_t>(s.size()) > max_bytes) {
-    throw Error::too_large(std::string("\"") + name + "\" is " + std::to_string(s.size()) +
-                           " bytes; the limit is " + std::to_string(max_bytes));
-  }
-  return s;
-}
-
-int32_t check_k(int64_t k, int32_t max_k) {
-  if (k < 1 || k > max_k) {
-    throw Error::invalid_argument("k = " + std::to_string(k) + " is outside 1.." +
-                                  std::to_string(max_k));
-  }
-  return static_cast<int32_t>(k);
-}
-
-// A decimal query parameter, `fallback` when absent.
-int64_t int_param(const Request& req, const char* name, int64_t fallback) {
-  if (!req.has_param(name)) return fallback;
-  const std::string v = req.get_param_value(name);
-  if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos) {
-    throw Error::invalid_argument(std::string("query parameter ") + name +
-                                  " must be a positive integer");
-  }
-  return std::stoll(v);
-}
-
-// What every search route takes besides its query: k, target and the filters.
-struct SearchRequest {
-  int32_t k = 10;
-  SearchTarget target = SearchTarget::kImages;
-  QueryFilters filters;
+  const int64_t max_bytes_;
+  std::mutex mutex_;
+  std::list<Entry> lru_;
+  std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+  int64_t bytes_ = 0;
 };
-
-// A JSON body's "k", "target", "min_score", "path_prefix", "dedup" and "dedup_threshold".
-SearchRequest search_request(const json& j, int32_t max_k) {
-  SearchRequest r;
-  if (j.contains("k")) {
-    if (!j["k"].is_number_integer()) throw Error::invalid_argument("\"k\" must be an integer");
-    const int64_t k = j["k"].is_number_unsigned() && j["k"].get<uint64_t>() > INT32_MAX
-                          ? INT64_MAX
-                          : j["k"].get<int64_t>();
-    r.k = check_k(k, max_k);
-  }
-  if (j.contains("target")) {
-    if (!j["target"].is_string()) throw Error::invalid_argument("\"target\" must be a string");
-    r.target = parse_search_target(j["target"].get<std::string>());
-  }
-  auto number = [&](const char* name) -> std::optional<float> {
-    if (!j.contains(name) || j[name].is_null()) return std::nullopt;
-    if (!j[name].is_number()) {
-      throw Error::invalid_argument(std::string("\"") + name + "\" must be a number");
-    }
-    return j[name].get<float>();
-  };
-  r.filters.min_score = number("min_score");
-  r.filters.dedup_threshold = number("dedup_threshold").value_or(r.filters.dedup_threshold);
-  if (j.contains("path_prefix")) r.filters.path_prefix = string_field(j, "path_prefix", 4096);
-  if (j.contains("dedup")) {
-    if (!j["dedup"].is_boolean()) throw Error::invalid_argument("\"dedup\" must be true or false");
-    r.filters.dedup = j["dedup"].get<bool>();
-  }
-  check_filters(r.filters, r.target);
-  return r;
-}
-
-// The same options as query parameters (POST /v1/search/image, whose body is the image).
-SearchRequest search_request(const Request& req, int32_t max_k) {
-  json j = json::object();
-  j["k"] = int_param(req, "k", 10);
-  if (req.has_param("target")) j["target"] = req.get_param_value("target");
-  if (req.has_param("path_prefix")) j["path_prefix"] = req.get_param_value("path_prefix");
-  for (const char* name : {"min_score", "dedup_threshold"}) {
-    if (!req.has_param(name)) continue;
-    const std::string v = req.get_param_value(name);
-    size_t used = 0;
-    float x = 0;
-    try {
-      x = std::stof(v, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (v.empty() || used != v.size()) {
-      throw Error::invalid_argument(std::string("query parameter ") + name + " must be a number");
-    }
-    j[name] = x;
-  }
-  if (req.has_param("dedup")) {
-    const std::string v = req.get_param_value("dedup");
-    if (v != "true" && v != "false" && v != "1" && v != "0") {
-      throw Error::invalid_argument("query parameter dedup must be true or false");
-    }
-    j["dedup"] = v == "true" || v == "1";
-  }
-  return search_request(j, max_k);
-}
 
 json item_json(const ItemRecord& item) {
   json j = {{"id", item.id},
@@ -332,61 +142,22 @@ json item_json(const ItemRecord& item) {
   return j;
 }
 
-// httplib's task queue, bounded: `threads` workers and at most `max_waiting` accepted
-// connections waiting for one. A connection beyond that is served on the accepting thread
-// with t_overloaded set, so it gets a quick 503 + Retry-After instead of an unbounded wait.
-// shutdown() lets the workers finish every queued connection, then joins them.
-class BoundedPool : public httplib::TaskQueue {
- public:
-  BoundedPool(int32_t threads, int32_t max_waiting) : max_waiting_(max_waiting) {
-    for (int32_t i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
+// The names a Host header may carry for a server bound to `host`: the loopback names for a
+// loopback address, the address itself otherwise, none (any Host) for a wildcard address;
+// plus what the operator allowed.
+std::vector<std::string> allowed_hosts(const std::string& host,
+                                       const std::vector<std::string>& extra) {
+  std::vector<std::string> names;
+  if (host == "127.0.0.1" || host == "::1" || host == "localhost" || host.rfind("127.", 0) == 0) {
+    names = {"localhost", "127.0.0.1", "::1", host};
+  } else if (host != "0.0.0.0" && host != "::") {
+    names = {host};
+  } else if (extra.empty()) {
+    return {};
   }
-
-  void enqueue(std::function<void()> fn) override {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (static_cast<int32_t>(jobs_.size()) < max_waiting_) {
-        jobs_.push_back(std::move(fn));
-        cond_.notify_one();
-        return;
-      }
-    }
-    t_overloaded = true;
-    fn();
-    t_overloaded = false;
-  }
-
-  void shutdown() override {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      shutdown_ = true;
-    }
-    cond_.notify_all();
-    for (std::thread& t : workers_) t.join();
-  }
-
- private:
-  void work() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cond_.wait(lock, [this] { return !jobs_.empty() || shutdown_; });
-        if (jobs_.empty()) return;
-        fn = std::move(jobs_.front());
-        jobs_.pop_front();
-      }
-      fn();
-    }
-  }
-
-  const int32_t max_waiting_;
-  std::mutex mutex_;
-  std::condition_variable cond_;
-  std::deque<std::function<void()>> jobs_;
-  bool shutdown_ = false;
-  std::vector<std::thread> workers_;
-};
+  names.insert(names.end(), extra.begin(), extra.end());
+  return names;
+}
 
 class HttpService {
  public:
@@ -396,48 +167,46 @@ class HttpService {
         embedder_(embedder),
         collection_(collection),
         batcher_(embedder, collection, options.limits.batch,
-                 [this](const char* kind, int64_t n) { metrics_.record_batch(kind, n); }) {
-    configure();
+                 [this](const char* kind, int64_t n) { metrics_.record_batch(kind, n); }),
+        decodes_(options.limits.max_concurrent_decodes > 0
+                     ? options.limits.max_concurrent_decodes
+                     : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()))),
+        thumbnails_(options.limits.thumbnail_cache_bytes),
+        hosts_(allowed_hosts(options.host, options.allow_hosts)),
+        core_(
+            core_limits(options.limits), [this](HttpRequest& r) { return admit(r); },
+            [this](HttpRequest& r) { return handle(r); },
+            [this](const HttpRequest& r, const HttpResponse& res) { log(r, res); }) {
     add_routes();
+    openapi_ = openapi_document(routes_.openapi_paths());
   }
 
   void run();
 
  private:
-  void configure();
+  static HttpCoreLimits core_limits(const ServeLimits& limits) {
+    HttpCoreLimits core = limits.http;
+    core.max_body_bytes = std::max(limits.max_body_bytes, limits.max_json_bytes);
+    return core;
+  }
+
+  Admission admit(HttpRequest& req);
+  HttpResponse handle(HttpRequest& req);
+  void log(const HttpRequest& req, const HttpResponse& res);
+  void with_cors(HttpResponse& res) const;
   void add_routes();
   void reload(const char* why);
 
-  using Handler = std::function<void(const Request&, Response&)>;
-  using BodyHandler = std::function<void(const Request&, Response&, const Body&)>;
-
-  // Runs a handler with every failure turned into a JSON error: mms::Error by its kind,
-  // anything else as a 500 that names nothing internal.
-  static void guarded(Response& res, const std::function<void()>& fn) {
-    try {
-      fn();
-    } catch (const Error& e) {
-      send_error(res, e);
-    } catch (const std::exception& e) {
-      send_error(res, Error::internal(e.what()));
-    }
+  json body_json(const HttpRequest& req) const {
+    return parse_json_object(req.body, {limits_.max_json_depth, limits_.max_body_bytes});
   }
-  void get(const std::string& pattern, Handler fn) {
-    server_.Get(pattern,
-                [fn](const Request& req, Response& res) { guarded(res, [&] { fn(req, res); }); });
-  }
-  void post(const std::string& pattern, BodyHandler fn) {
-    server_.Post(pattern, [this, fn](const Request& req, Response& res,
-                                     const httplib::ContentReader& reader) {
-      guarded(res, [&] { fn(req, res, read_body(req, reader, limits_.max_body_bytes)); });
-    });
-  }
-
-  std::vector<float> embed_upload(const Body& body);
+  std::vector<float> embed_text(const std::string& text);
   std::vector<float> embed_image_bytes(std::string_view bytes, const std::string& what);
   std::vector<QueryTerm> terms_of(const json& terms);
   TermEmbedder term_embedder();
   json search(const std::vector<float>& query, const SearchRequest& request, Clock::time_point t0);
+  HttpResponse thumbnail(HttpRequest& req);
+  ItemRecord item_of(const HttpRequest& req) const;
 
   const ServeOptions options_;
   const ServeLimits limits_;
@@ -445,112 +214,123 @@ class HttpService {
   Collection& collection_;
   ServiceMetrics metrics_;
   Batcher batcher_;
-  httplib::Server server_;
-  socket_t listen_socket_ = INVALID_SOCKET;  // as httplib created it, for the backlog
+  Budget decodes_;
+  ThumbnailCache thumbnails_;
+  const std::vector<std::string> hosts_;
+  RouteTable routes_;
+  std::string openapi_;
+  HttpCore core_;
 };
 
-void HttpService::configure() {
-  const int32_t threads = limits_.http_threads, waiting = limits_.max_waiting_connections;
-  server_.new_task_queue = [threads, waiting] { return new BoundedPool(threads, waiting); };
-  // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, which would let a second server
-  // bind a port that is in use and silently take half of its connections.
-  server_.set_socket_options([this](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    listen_socket_ = sock;
-  });
-  server_.set_payload_max_length(static_cast<size_t>(limits_.max_body_bytes));
-  server_.set_read_timeout(limits_.read_timeout_s, 0);
-  server_.set_write_timeout(limits_.write_timeout_s, 0);
-  // Headers and body go out in two writes; with Nagle on, the second waits for the client's
-  // delayed ACK (about 40 ms a request, measured by scripts/bench_serve.sh).
-  server_.set_tcp_nodelay(true);
-  server_.set_keep_alive_timeout(limits_.keep_alive_timeout_s);
-  server_.set_keep_alive_max_count(static_cast<size_t>(limits_.keep_alive_max_count));
-
-  server_.set_pre_routing_handler([this](const Request& req, Response& res) {
-    t_request_start = Clock::now();
-    if (t_overloaded) {
-      send_error(res, 503, "unavailable", "the server is busy; retry shortly");
-      return httplib::Server::HandlerResponse::Handled;
+Admission HttpService::admit(HttpRequest& req) {
+  Admission a;
+  auto early = [&](HttpResponse res) {
+    with_cors(res);
+    a.early = std::move(res);
+    return a;
+  };
+  // A request without Host (HTTP/1.0 tools) is served: browsers always send one, so the
+  // check still stops DNS rebinding.
+  if (!req.header("host").empty() && !host_allowed(req.header("host"), hosts_)) {
+    return early(error_response(421, "misdirected",
+                                "this server does not answer for Host '" + req.header("host") +
+                                    "' (mmsearch serve --allow-host NAME adds a name)"));
+  }
+  if (!options_.cors_origin.empty() && req.method == "OPTIONS") {
+    HttpResponse res;
+    res.status = 204;
+    res.content_type = "text/plain";
+    res.headers = {{"Access-Control-Allow-Methods", "GET, POST"},
+                   {"Access-Control-Allow-Headers", "Authorization, Content-Type"},
+                   {"Access-Control-Max-Age", "600"}};
+    return early(std::move(res));
+  }
+  const RouteMatch m = routes_.match(req.method, req.path);
+  if (m.route == nullptr) {
+    if (m.status == 405) {
+      HttpResponse res = error_response(
+          405, "method_not_allowed",
+          method_label(req.method) + " is not allowed on " + m.label + " (use " + m.allow + ")");
+      res.headers.emplace_back("Allow", m.allow);
+      return early(std::move(res));
     }
-    // Only the POST routes read bodies (bounded, see read_body); any other request carrying
-    // one is answered before httplib would buffer it whole.
-    const RouteSpec* spec = find_route(req.path);
-    if (has_body(req) && !(req.method == "POST" && spec && spec->allow == "POST")) {
-      send_route_error(req, res);
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    const bool open_route = req.path == "/" || req.path == "/healthz";
-    if (!options_.api_key.empty() && !open_route &&
-        !same_secret(req.get_header_value("Authorization"), "Bearer " + options_.api_key)) {
-      res.set_header("WWW-Authenticate", "Bearer");
-      send_error(res, 401, "unauthorized",
-                 "this route needs the header 'Authorization: Bearer KEY'");
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
-
-  // Statuses httplib sets itself (no route, malformed request, body over the limit) get the
-  // same JSON error shape as ours.
-  server_.set_error_handler(
-      httplib::Server::HandlerWithResponse([this](const Request& req, Response& res) {
-        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-        if (res.status == 404) {
-          send_route_error(req, res);
-        } else if (res.status == 413) {
-          send_error(res, 413, "too_large",
-                     "the request body is over the limit of " +
-                         std::to_string(limits_.max_body_bytes) + " bytes");
-        } else if (res.status == 400) {
-          send_error(res, 400, "invalid_argument", "malformed HTTP request");
-        } else {
-          send_error(res, res.status, "error",
-                     "the request failed with HTTP status " + std::to_string(res.status));
-        }
-        return httplib::Server::HandlerResponse::Handled;
-      }));
-
-  server_.set_logger([this](const Request& req, const Response& res) {
-    const double ms = ms_since(t_request_start);
-    const RouteSpec* spec = find_route(req.path);
-    metrics_.record_request(spec ? spec->label : "unmatched", req.method.empty() ? "-" : req.method,
-                            res.status, ms / 1000.0);
-    const json line = {{"method", req.method},
-                       {"path", req.path},
-                       {"status", res.status},
-                       {"ms", std::round(ms * 100) / 100}};
-    std::fprintf(stderr, "%s\n", dump(line).c_str());
-  });
+    return early(error_response(
+        404, "not_found", "no route " + method_label(req.method) + " " + req.path.substr(0, 200)));
+  }
+  if (m.route->needs_key && !options_.api_key.empty() &&
+      !same_secret(req.header("authorization"), "Bearer " + options_.api_key)) {
+    HttpResponse res = error_response(401, "unauthorized",
+                                      "this route needs the header 'Authorization: Bearer KEY'");
+    res.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return early(std::move(res));
+  }
+  req.path_params = m.params;
+  a.max_body = m.route->max_body;
+  a.inline_handler = m.route->inline_handler;
+  return a;
 }
 
-std::vector<float> HttpService::embed_upload(const Body& body) {
-  std::string_view bytes;
-  if (body.multipart) {
-    for (const auto& part : body.parts) {
-      if (part.name == "image") bytes = part.content;
-    }
-    if (bytes.data() == nullptr) {
-      throw Error::invalid_argument("the multipart body has no field named 'image'");
-    }
-  } else {
-    if (body.content_type.rfind("image/", 0) != 0) {
-      throw Error::unsupported(
-          "send the image as multipart field 'image' or as the body with "
-          "Content-Type image/*; got Content-Type '" +
-          body.content_type + "'");
-    }
-    bytes = body.data;
+HttpResponse HttpService::handle(HttpRequest& req) {
+  const RouteMatch m = routes_.match(req.method, req.path);
+  HttpResponse res;
+  try {
+    if (m.route == nullptr) throw Error::internal("a request reached no handler");
+    res = m.route->handler(req);
+  } catch (const Error& e) {
+    res = error_response(e);
+  } catch (const std::exception& e) {
+    res = error_response(Error::internal(e.what()));
   }
-  return embed_image_bytes(bytes, "the uploaded image");
+  with_cors(res);
+  return res;
+}
+
+void HttpService::with_cors(HttpResponse& res) const {
+  if (options_.cors_origin.empty()) return;
+  res.headers.emplace_back("Access-Control-Allow-Origin", options_.cors_origin);
+  res.headers.emplace_back("Vary", "Origin");
+}
+
+// One access-log line and the request metrics. Labels come from the route table only.
+void HttpService::log(const HttpRequest& req, const HttpResponse& res) {
+  const double ms = ms_since(req.start);
+  const std::string method = req.method.empty() ? "-" : method_label(req.method);
+  metrics_.record_request(routes_.match(req.method, req.path).label, method, res.status,
+                          ms / 1000.0);
+  const json line = {{"method", method},
+                     {"path", req.path.substr(0, 512)},
+                     {"status", res.status},
+                     {"ms", std::round(ms * 100) / 100}};
+  std::fprintf(stderr, "%s\n", dump_json(line).c_str());
+}
+
+// Texts are tokenized here, on the caller's thread, and refused when over the model's
+// text.max_tokens (never cut).
+std::vector<float> HttpService::embed_text(const std::string& text) {
+  if (static_cast<int64_t>(text.size()) > limits_.max_text_bytes) {
+    throw Error::too_large("a query text is " + std::to_string(text.size()) +
+                           " bytes; the limit is " + std::to_string(limits_.max_text_bytes));
+  }
+  std::vector<int32_t> ids = embedder_.tokenizer().encode(text);
+  const int32_t max_tokens = embedder_.config().text.max_tokens;
+  if (static_cast<int64_t>(ids.size()) > max_tokens) {
+    throw Error::too_large("a text is " + std::to_string(ids.size()) +
+                           " tokens; the model's limit (text.max_tokens) is " +
+                           std::to_string(max_tokens));
+  }
+  return batcher_.embed_tokens(std::move(ids)).get();
 }
 
 std::vector<float> HttpService::embed_image_bytes(std::string_view bytes, const std::string& what) {
-  const DecodedImage image =
-      decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), what,
-                   limits_.image, embedder_.image_size());
-  return batcher_.embed_image(preprocess_image(image, embedder_.image_size())).get();
+  std::vector<float> pixels;
+  {
+    Budget::Slot slot(decodes_);
+    const DecodedImage image =
+        decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), what,
+                     limits_.upload_image, embedder_.image_size());
+    pixels = preprocess_image(image, embedder_.image_size());
+  }
+  return batcher_.embed_image(std::move(pixels)).get();
 }
 
 // Texts go through the batcher; the service never reads files named in a query.
@@ -562,29 +342,19 @@ TermEmbedder HttpService::term_embedder() {
                                     instead + " in \"terms\" instead");
     };
   };
-  return {
-      [this](const std::string& text) {
-        if (static_cast<int64_t>(text.size()) > limits_.max_text_bytes) {
-          throw Error::too_large("a query text is " + std::to_string(text.size()) +
-                                 " bytes; the limit is " + std::to_string(limits_.max_text_bytes));
-        }
-        return batcher_.embed_text(text).get();
-      },
-      no_files("image:", "{\"image_base64\": ...}"), no_files("vector:", "{\"vector\": [...]}")};
+  return {[this](const std::string& text) { return embed_text(text); },
+          no_files("image:", "{\"image_base64\": ...}"),
+          no_files("vector:", "{\"vector\": [...]}")};
 }
 
 // The "terms" of POST /v1/search: objects with one of "text", "image_base64", "item" or
 // "vector", and an optional "weight". Uploaded images are embedded here, so that
 // compose_query only ever sees texts, items and vectors.
 std::vector<QueryTerm> HttpService::terms_of(const json& terms) {
-  constexpr size_t kMaxTerms = 16;
   if (!terms.is_array() || terms.empty()) {
     throw Error::invalid_argument("\"terms\" must be a non-empty array of objects");
   }
-  if (terms.size() > kMaxTerms) {
-    throw Error::invalid_argument("a query has at most " + std::to_string(kMaxTerms) +
-                                  " terms; got " + std::to_string(terms.size()));
-  }
+  check_term_count(terms.size());
   std::vector<QueryTerm> out;
   for (size_t i = 0; i < terms.size(); ++i) {
     const json& t = terms[i];
@@ -646,110 +416,138 @@ json HttpService::search(const std::vector<float>& query, const SearchRequest& r
   return search_results_json(results, request.target, ms_since(t0));
 }
 
-void HttpService::add_routes() {
-  get("/", [](const Request&, Response& res) {
-    res.set_content(web_page_html(), "text/html; charset=utf-8");
-  });
-  get("/healthz", [](const Request&, Response& res) { send_json(res, {{"status", "ok"}}); });
-  get("/openapi.json",
-      [](const Request&, Response& res) { res.set_content(openapi_json(), "application/json"); });
-  get("/metrics", [this](const Request&, Response& res) {
-    res.set_content(metrics_.render(batcher_.queue_depth(),
-                                    collection_.index_info(Collection::Target::kImages).vectors,
-                                    collection_.index_info(Collection::Target::kTexts).vectors),
-                    "text/plain; version=0.0.4");
-  });
+ItemRecord HttpService::item_of(const HttpRequest& req) const {
+  const std::string& id_text = req.path_params.at(0);
+  std::optional<ItemRecord> item = collection_.item(std::stoll(id_text));
+  if (!item) throw Error::not_found("item " + id_text + " does not exist");
+  return *item;
+}
 
-  post("/v1/search/text", [this](const Request&, Response& res, const Body& body) {
-    const auto t0 = t_request_start;
-    const json j = parse_json_object(body);
-    const std::string query = string_field(j, "query", limits_.max_text_bytes);
-    const SearchRequest request = search_request(j, limits_.max_k);
-    send_json(res, search(batcher_.embed_text(query).get(), request, t0));
-  });
-
-  post("/v1/search/image", [this](const Request& req, Response& res, const Body& body) {
-    const auto t0 = t_request_start;
-    const SearchRequest request = search_request(req, limits_.max_k);
-    send_json(res, search(embed_upload(body), request, t0));
-  });
-
-  post("/v1/search/vector", [this](const Request&, Response& res, const Body& body) {
-    const auto t0 = t_request_start;
-    const json j = parse_json_object(body);
-    if (!j.contains("vector")) throw Error::invalid_argument("missing field \"vector\"");
-    const SearchRequest request = search_request(j, limits_.max_k);
-    const std::vector<QueryTerm> terms = terms_of(json::array({{{"vector", j["vector"]}}}));
-    send_json(res, search(compose_query(collection_, terms, term_embedder()), request, t0));
-  });
-
-  post("/v1/search", [this](const Request&, Response& res, const Body& body) {
-    const auto t0 = t_request_start;
-    const json j = parse_json_object(body);
-    const SearchRequest request = search_request(j, limits_.max_k);
-    if (!j.contains("query") && !j.contains("terms")) {
-      throw Error::invalid_argument("give \"query\" (the query syntax) or \"terms\", or both");
-    }
-    std::vector<QueryTerm> terms;
-    if (j.contains("query")) terms = parse_query(string_field(j, "query", limits_.max_text_bytes));
-    if (j.contains("terms")) {
-      for (QueryTerm& t : terms_of(j["terms"])) terms.push_back(std::move(t));
-    }
-    send_json(res, search(compose_query(collection_, terms, term_embedder()), request, t0));
-  });
-
-  post("/v1/embed/text", [this](const Request&, Response& res, const Body& body) {
-    const json j = parse_json_object(body);
-    const std::vector<float> v =
-        batcher_.embed_text(string_field(j, "text", limits_.max_text_bytes)).get();
-    send_json(res, {{"embedding", v}, {"dim", v.size()}});
-  });
-
-  post("/v1/embed/image", [this](const Request&, Response& res, const Body& body) {
-    const std::vector<float> v = embed_upload(body);
-    send_json(res, {{"embedding", v}, {"dim", v.size()}});
-  });
-
-  post("/v1/admin/reload", [this](const Request&, Response& res, const Body&) {
-    const bool changed = collection_.reload_indexes();
-    send_json(res, {{"reloaded", changed},
-                    {"images", collection_.index_info(Collection::Target::kImages).vectors},
-                    {"texts", collection_.index_info(Collection::Target::kTexts).vectors}});
-  });
-
-  auto item_of = [this](const Request& req) {
-    const std::string id_text = req.matches[1];
-    const int64_t id = id_text.size() > 18 ? -1 : std::stoll(id_text);
-    std::optional<ItemRecord> item = id < 0 ? std::nullopt : collection_.item(id);
-    if (!item) throw Error::not_found("item " + id_text + " does not exist");
-    return *item;
-  };
-  get(R"(/v1/items/(\d+))",
-      [item_of](const Request& req, Response& res) { send_json(res, item_json(item_of(req))); });
-  // Only a catalog item's own file is ever read here, found by its id.
-  get(R"(/v1/items/(\d+)/image)", [this, item_of](const Request& req, Response& res) {
-    const int64_t size = int_param(req, "size", 256);
-    if (size < 16 || size > limits_.max_thumbnail_side) {
-      throw Error::invalid_argument("size must be in 16.." +
-                                    std::to_string(limits_.max_thumbnail_side));
-    }
-    const ItemRecord item = item_of(req);
-    if (item.status == ItemStatus::kFailed) {
-      throw Error::corrupt("item " + std::to_string(item.id) + " could not be read when indexed");
-    }
+// Only a catalog item's own file is ever read here, found by its id.
+HttpResponse HttpService::thumbnail(HttpRequest& req) {
+  const int64_t size = int_param(req, "size", 256);
+  if (size < 16 || size > limits_.max_thumbnail_side) {
+    throw Error::invalid_argument("size must be in 16.." +
+                                  std::to_string(limits_.max_thumbnail_side));
+  }
+  const ItemRecord item = item_of(req);
+  if (item.status == ItemStatus::kFailed) {
+    throw Error::corrupt("item " + std::to_string(item.id) + " could not be read when indexed");
+  }
+  HttpResponse res;
+  res.content_type = "image/jpeg";
+  res.headers.emplace_back("Cache-Control", "private, max-age=300");
+  if (std::optional<std::string> cached = thumbnails_.get(item, size)) {
+    res.body = std::move(*cached);
+    return res;
+  }
+  std::vector<uint8_t> jpeg;
+  {
+    Budget::Slot slot(decodes_);
     DecodedImage image;
     try {
-      image = load_image_file(item.path, limits_.image, static_cast<int32_t>(size));
+      image = load_image_file(item.path, ImageLimits{}, static_cast<int32_t>(size));
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::kNotFound) {
         throw Error::not_found("the file of item " + std::to_string(item.id) + " is gone");
       }
       throw;
     }
-    const std::vector<uint8_t> jpeg = encode_jpeg_thumbnail(image, static_cast<int32_t>(size), 85);
-    res.set_header("Cache-Control", "private, max-age=300");
-    res.set_content(std::string(jpeg.begin(), jpeg.end()), "image/jpeg");
+    jpeg = encode_jpeg_thumbnail(image, static_cast<int32_t>(size), 85);
+  }
+  res.body.assign(jpeg.begin(), jpeg.end());
+  thumbnails_.put(item, size, res.body);
+  return res;
+}
+
+void HttpService::add_routes() {
+  // method, pattern, body limit, needs the API key, runs inline, handler; the OpenAPI entry
+  // comes from web_assets.cc by method and pattern (a route without one fails at start).
+  auto route = [this](const char* method, const char* pattern, int64_t max_body, bool needs_key,
+                      bool inline_handler, std::function<HttpResponse(HttpRequest&)> handler) {
+    routes_.add({method, pattern, max_body, needs_key, inline_handler, std::move(handler),
+                 openapi_operation(method, pattern)});
+  };
+  const int64_t json_body = limits_.max_json_bytes;
+  const int64_t upload_body = limits_.max_body_bytes;
+
+  route("GET", "/", 0, false, true, [](HttpRequest&) {
+    HttpResponse res;
+    res.content_type = "text/html; charset=utf-8";
+    res.body = web_page_html();
+    return res;
   });
+  route("GET", "/healthz", 0, false, true, [](HttpRequest&) {
+    return json_response({{"status", "ok"}});
+  });
+  route("GET", "/openapi.json", 0, true, true, [this](HttpRequest&) {
+    HttpResponse res;
+    res.body = openapi_;
+    return res;
+  });
+  route("GET", "/metrics", 0, true, true, [this](HttpRequest&) {
+    HttpResponse res;
+    res.content_type = "text/plain; version=0.0.4";
+    res.body = metrics_.render(batcher_.queue_depth(),
+                               collection_.index_info(Collection::Target::kImages).vectors,
+                               collection_.index_info(Collection::Target::kTexts).vectors);
+    return res;
+  });
+
+  route("POST", "/v1/search/text", json_body, true, false, [this](HttpRequest& req) {
+    const json j = body_json(req);
+    const std::string query = string_field(j, "query", limits_.max_text_bytes);
+    const SearchRequest request = search_request(j, limits_.max_k);
+    return json_response(search(embed_text(query), request, req.start));
+  });
+  route("POST", "/v1/search/image", upload_body, true, false, [this](HttpRequest& req) {
+    const SearchRequest request = search_request(req.params, limits_.max_k);
+    return json_response(
+        search(embed_image_bytes(uploaded_image(req), "the uploaded image"), request, req.start));
+  });
+  route("POST", "/v1/search/vector", json_body, true, false, [this](HttpRequest& req) {
+    const json j = body_json(req);
+    if (!j.contains("vector")) throw Error::invalid_argument("missing field \"vector\"");
+    const SearchRequest request = search_request(j, limits_.max_k);
+    const std::vector<QueryTerm> terms = terms_of(json::array({{{"vector", j["vector"]}}}));
+    return json_response(
+        search(compose_query(collection_, terms, term_embedder()), request, req.start));
+  });
+  route("POST", "/v1/search", upload_body, true, false, [this](HttpRequest& req) {
+    const json j = body_json(req);
+    const SearchRequest request = search_request(j, limits_.max_k);
+    if (!j.contains("query") && !j.contains("terms")) {
+      throw Error::invalid_argument("give \"query\" (the query syntax) or \"terms\", or both");
+    }
+    std::vector<QueryTerm> terms;
+    if (j.contains("query")) terms = parse_query(string_field(j, "query", limits_.max_text_bytes));
+    check_term_count(terms.size() +
+                     (j.contains("terms") && j["terms"].is_array() ? j["terms"].size() : 0));
+    if (j.contains("terms")) {
+      for (QueryTerm& t : terms_of(j["terms"])) terms.push_back(std::move(t));
+    }
+    return json_response(
+        search(compose_query(collection_, terms, term_embedder()), request, req.start));
+  });
+  route("POST", "/v1/embed/text", json_body, true, false, [this](HttpRequest& req) {
+    const json j = body_json(req);
+    const std::vector<float> v = embed_text(string_field(j, "text", limits_.max_text_bytes));
+    return json_response({{"embedding", v}, {"dim", v.size()}});
+  });
+  route("POST", "/v1/embed/image", upload_body, true, false, [this](HttpRequest& req) {
+    const std::vector<float> v = embed_image_bytes(uploaded_image(req), "the uploaded image");
+    return json_response({{"embedding", v}, {"dim", v.size()}});
+  });
+  route("POST", "/v1/admin/reload", json_body, true, false, [this](HttpRequest&) {
+    const bool changed = collection_.reload_indexes();
+    return json_response({{"reloaded", changed},
+                          {"images", collection_.index_info(Collection::Target::kImages).vectors},
+                          {"texts", collection_.index_info(Collection::Target::kTexts).vectors}});
+  });
+  route("GET", "/v1/items/{id}", 0, true, false,
+        [this](HttpRequest& req) { return json_response(item_json(item_of(req))); });
+  route("GET", "/v1/items/{id}/image", 0, true, false,
+        [this](HttpRequest& req) { return thumbnail(req); });
 }
 
 void HttpService::reload(const char* why) {
@@ -765,6 +563,7 @@ void HttpService::reload(const char* why) {
 
 void HttpService::run() {
   std::signal(SIGPIPE, SIG_IGN);
+  core_.listen(options_.host, options_.port);
   boost::asio::io_context signal_io;
   boost::asio::signal_set signals(signal_io, SIGINT, SIGTERM, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
@@ -776,36 +575,33 @@ void HttpService::run() {
           return;
         }
         std::fprintf(stderr, "mmsearch serve: stopping; finishing requests in flight\n");
-        server_.stop();
+        core_.stop();
       };
   signals.async_wait(on_signal);
   std::thread signal_thread([&] { signal_io.run(); });
-  auto stop_signals = [&] {
-    signal_io.stop();
-    signal_thread.join();
-  };
-
-  if (!server_.bind_to_port(options_.host.c_str(), options_.port)) {
-    stop_signals();
-    throw Error::io("cannot listen on " + options_.host + ":" + std::to_string(options_.port) +
-                    " (in use, or not an address of this machine)");
-  }
-  // cpp-httplib 0.11 listens with a backlog of 5: a burst of 16 clients connecting at once
-  // overflowed it and some saw their connection dropped (HTTP tests, scripts/bench_serve.sh).
-  // listen() again on the listening socket only raises the backlog.
-  if (listen_socket_ != INVALID_SOCKET) ::listen(listen_socket_, SOMAXCONN);
   std::fprintf(stderr, "mmsearch serve: listening on http://%s:%d (%lld images, %lld texts)\n",
-               options_.host.c_str(), options_.port,
+               options_.host.c_str(), core_.port(),
                static_cast<long long>(collection_.index_info(Collection::Target::kImages).vectors),
                static_cast<long long>(collection_.index_info(Collection::Target::kTexts).vectors));
-  server_.listen_after_bind();  // returns after stop(), once the pool has drained
-  stop_signals();
+  core_.run();  // returns after stop(), once the requests in flight are answered
+  signal_io.stop();
+  signal_thread.join();
   std::fprintf(stderr, "mmsearch serve: stopped\n");
+}
+
+// Many idle or slow connections each hold a descriptor: use what the hard limit allows.
+void raise_descriptor_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
 }
 
 }  // namespace
 
 void run_serve(const ServeOptions& options) {
+  raise_descriptor_limit();
   set_compute_threads(options.threads);
   const std::unique_ptr<Embedder> embedder = Embedder::load(options.model_dir);
   const std::unique_ptr<Collection> collection =

@@ -1,43 +1,43 @@
 // `mmsearch serve`: the HTTP search service (routes: DESIGN.md "HTTP contract", and the
 // OpenAPI document the server itself serves at GET /openapi.json, service/web_assets.cc). Requests
-// are served by a bounded pool of connection threads; their text and image encodes and index
-// searches go through the micro-batcher (service/batcher.h). Every limit lives in ServeLimits
-// below, with its default.
+// are read and answered by the asynchronous core (service/http_core.h) and handled on its
+// workers; their text and image encodes and index searches go through the micro-batcher
+// (service/batcher.h). Every limit lives in ServeLimits below, with its default.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "encoders/image_io.h"
 #include "service/batcher.h"
+#include "service/http_core.h"
 
 namespace mms {
 
 struct ServeLimits {
-  // Request body (after any Content-Encoding is undone), chunked or not. Over it: 413.
+  // Request bodies, after reading (chunked or not): image uploads and POST /v1/search,
+  // whose terms may carry base64 images. Over it: 413, and the connection closes.
   int64_t max_body_bytes = int64_t{16} << 20;
-  // A text query or text to embed, in UTF-8 bytes; encoded whole (no truncation). Over: 413.
+  // JSON bodies of the other routes, and how deep any JSON body may nest (400 beyond).
+  int64_t max_json_bytes = int64_t{1} << 20;
+  int32_t max_json_depth = 32;
+  // A text query or text to embed, in UTF-8 bytes (413 beyond); its tokens are bounded by
+  // the model's text.max_tokens: a longer text is refused (413), never silently cut.
   int64_t max_text_bytes = int64_t{64} << 10;
   // k of a search: 1..max_k, else 400.
   int32_t max_k = 1000;
-  // Thumbnails: ?size=N with N in 16..max_thumbnail_side (default 256).
+  // Thumbnails: ?size=N with N in 16..max_thumbnail_side (default 256); the most recent
+  // ones are kept, up to this many bytes of JPEG.
   int32_t max_thumbnail_side = 1024;
-  // Uploaded images, checked from the header before decoding (413 when over).
-  ImageLimits image;
-  // Seconds a connection may take to send a request / accept a response.
-  int32_t read_timeout_s = 10;
-  int32_t write_timeout_s = 10;
-  // An idle keep-alive connection is closed after this many seconds or requests. (Shutdown
-  // waits for idle keep-alive connections to time out: cpp-httplib 0.11 does not wake them.)
-  int32_t keep_alive_timeout_s = 5;
-  int32_t keep_alive_max_count = 100;
-  // Connection threads, and connections accepted but waiting for one. Beyond the queue,
-  // requests are answered 503 with Retry-After on the accepting thread. cpp-httplib keeps a
-  // thread for the life of a keep-alive connection, so http_threads is also how many clients
-  // are served at once: with 32, half of 64 keep-alive clients waited ~12 s for a thread
-  // (scripts/bench_serve.sh). The threads mostly wait on the batcher, so many are cheap.
-  int32_t http_threads = 128;
-  int32_t max_waiting_connections = 256;
+  int64_t thumbnail_cache_bytes = int64_t{32} << 20;
+  // Uploaded images, checked from the header before decoding (413 when over): a lower
+  // bound than indexing's (encoders/image_io.h ImageLimits), as anyone may send one.
+  ImageLimits upload_image = {int64_t{16} << 20, 8192, 16'000'000};
+  // Decodes (uploads and thumbnails) running at once; more wait. 0: the core count.
+  int32_t max_concurrent_decodes = 0;
+  // The HTTP core: header, body and connection bounds, timeouts, I/O threads and workers.
+  HttpCoreLimits http;
   // Micro-batching; its max_queue bound answers 503 with Retry-After when exceeded.
   BatcherOptions batch;
 };
@@ -48,6 +48,12 @@ struct ServeOptions {
   int port = 8080;
   // When non-empty, every route but GET / and GET /healthz needs `Authorization: Bearer KEY`.
   std::string api_key;
+  // Host headers served besides the bound address's own names (the loopback names when
+  // bound to loopback); other hosts get 421. Bound to a wildcard address (0.0.0.0, ::) with
+  // none given, any Host is served.
+  std::vector<std::string> allow_hosts;
+  // When set, responses allow this browser origin (CORS) and OPTIONS preflights are answered.
+  std::string cors_origin;
   int threads = 1;  // compute threads (LibTorch intra-op)
   ServeLimits limits;
 };

@@ -1,6 +1,9 @@
 #include "service/web_assets.h"
 
+#include <cctype>
 #include <nlohmann/json.hpp>
+
+#include "common/error.h"
 
 namespace mms {
 namespace {
@@ -262,7 +265,8 @@ nlohmann::json search_schema(nlohmann::json properties, const std::vector<std::s
   return schema;
 }
 
-nlohmann::json build_openapi() {
+// The operation object of every route, by pattern and lower-case method.
+nlohmann::json build_operations() {
   using nlohmann::json;
   const json k_param = {
       {"name", "k"},
@@ -359,7 +363,11 @@ nlohmann::json build_openapi() {
       {"responses",
        {{"200", {{"description", "reloaded"}}},
         {"401", {{"$ref", "#/components/responses/Error"}}}}}};
+  return paths;
+}
 
+nlohmann::json build_document(const nlohmann::json& paths) {
+  using nlohmann::json;
   json schemas;
   schemas["Health"] = {{"type", "object"}, {"properties", {{"status", {{"type", "string"}}}}}};
   schemas["TextSearch"] =
@@ -452,9 +460,18 @@ const std::string& web_page_html() {
   return page;
 }
 
-const std::string& openapi_json() {
-  static const std::string doc = build_openapi().dump(2);
-  return doc;
+nlohmann::json openapi_operation(const std::string& method, const std::string& pattern) {
+  static const nlohmann::json operations = build_operations();
+  std::string m = method;
+  for (char& c : m) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!operations.contains(pattern) || !operations[pattern].contains(m)) {
+    throw Error::internal("no OpenAPI operation for " + method + " " + pattern);
+  }
+  return operations[pattern][m];
+}
+
+std::string openapi_document(const nlohmann::json& paths) {
+  return build_document(paths).dump(2);
 }
 
 }  // namespace mms

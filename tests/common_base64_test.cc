@@ -1,5 +1,10 @@
-// base64_decode as the HTTP service uses it for images sent inside JSON.
+// base64_decode as the HTTP service uses it for images sent inside JSON, and base64_encode as
+// `mmsearch search --server` sends them.
 #include <gtest/gtest.h>
+
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "common/base64.h"
 #include "common/error.h"
@@ -39,3 +44,17 @@ TEST(Base64, RefusesWhatIsNotBase64NamingTheField) {
 
 }  // namespace
 }  // namespace mms
+
+TEST(Base64, EncodesTheRfc4648VectorsAndRoundTripsAnyBytes) {
+  const std::vector<std::pair<std::string, std::string>> vectors = {{"", ""},
+                                                                    {"f", "Zg=="},
+                                                                    {"fo", "Zm8="},
+                                                                    {"foo", "Zm9v"},
+                                                                    {"foob", "Zm9vYg=="},
+                                                                    {"fooba", "Zm9vYmE="},
+                                                                    {"foobar", "Zm9vYmFy"}};
+  for (const auto& [plain, encoded] : vectors) EXPECT_EQ(mms::base64_encode(plain), encoded);
+  std::string all;
+  for (int i = 0; i < 256; ++i) all.push_back(static_cast<char>(i));
+  EXPECT_EQ(mms::base64_decode(mms::base64_encode(all), "bytes"), all);
+}
