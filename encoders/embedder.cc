@@ -3,13 +3,16 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
+#include <tuple>
 
 #include "common/error.h"
 #include "common/hash.h"
+#include "encoders/key_search.h"
+#include "encoders/memory.h"
 #include "encoders/nn/dual_encoder.h"
 #include "encoders/nn/weights.h"
-#include "encoders/memory.h"
 #include "encoders/safetensors.h"
 
 namespace mms {
@@ -29,6 +32,8 @@ torch::Tensor unit_rows(const torch::Tensor& x) {
 struct MemoryTensors {
   torch::Tensor image_keys, image_values, text_keys, text_values;
   MemorySettings settings;
+  // Exact nearest keys for small batches, without reading every float key (key_search.h).
+  std::shared_ptr<const KeySearch> image_search, text_search;
 };
 
 MemoryTensors memory_tensors(const EmbeddingMemory& m) {
@@ -45,21 +50,39 @@ MemoryTensors memory_tensors(const EmbeddingMemory& m) {
   const torch::Tensor ii = torch::tensor(image_rows, torch::kLong);
   const torch::Tensor tt = torch::tensor(text_rows, torch::kLong);
   // An image's value: the mean of its texts' keys; a text's: the mean of its images' keys.
-  t.image_values = unit_rows(torch::zeros({ni, d}).index_add_(0, ii, t.text_keys.index_select(0, tt)));
-  t.text_values = unit_rows(torch::zeros({nt, d}).index_add_(0, tt, t.image_keys.index_select(0, ii)));
+  t.image_values =
+      unit_rows(torch::zeros({ni, d}).index_add_(0, ii, t.text_keys.index_select(0, tt)));
+  t.text_values =
+      unit_rows(torch::zeros({nt, d}).index_add_(0, tt, t.image_keys.index_select(0, ii)));
+  t.image_search = std::make_shared<KeySearch>(t.image_keys.data_ptr<float>(), ni, d);
+  t.text_search = std::make_shared<KeySearch>(t.text_keys.data_ptr<float>(), nt, d);
   return t;
 }
 
 // e' = normalize(e + gate(top similarity) * weight *
 //                 normalize(softmax(top-k similarity / temperature) . values)).
-torch::Tensor augment(const torch::Tensor& e, const torch::Tensor& keys, const torch::Tensor& values,
-                      const MemorySettings& s) {
+// A few rows at a time (a search request), the nearest keys come from `search` instead of a
+// product with every key: the same keys and similarities, a fraction of the memory reads.
+torch::Tensor augment(const torch::Tensor& e, const torch::Tensor& keys,
+                      const torch::Tensor& values, const MemorySettings& s,
+                      const KeySearch& search) {
   constexpr int64_t kChunk = 512;  // bounds the [chunk, n_keys] similarity block
+  constexpr int64_t kSmallBatch = 4;
   const int64_t k = std::min<int64_t>(s.k, keys.size(0));
   std::vector<torch::Tensor> out;
   for (int64_t start = 0; start < e.size(0); start += kChunk) {
-    const torch::Tensor q = e.slice(0, start, std::min(e.size(0), start + kChunk));
-    const auto [sim, idx] = torch::matmul(q, keys.t()).topk(k, 1);
+    const torch::Tensor q = e.slice(0, start, std::min(e.size(0), start + kChunk)).contiguous();
+    torch::Tensor sim, idx;
+    if (q.size(0) <= kSmallBatch) {
+      sim = torch::empty({q.size(0), k});
+      idx = torch::empty({q.size(0), k}, torch::kLong);
+      for (int64_t r = 0; r < q.size(0); ++r) {
+        search.top_k(q.data_ptr<float>() + r * q.size(1), static_cast<int32_t>(k),
+                     sim.data_ptr<float>() + r * k, idx.data_ptr<int64_t>() + r * k);
+      }
+    } else {
+      std::tie(sim, idx) = torch::matmul(q, keys.t()).topk(k, 1);
+    }
     const torch::Tensor w = torch::softmax(sim / s.temperature, 1);
     const torch::Tensor v = values.index_select(0, idx.flatten()).view({q.size(0), k, -1});
     const torch::Tensor mixed = unit_rows((w.unsqueeze(2) * v).sum(1));
@@ -113,19 +136,17 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_
   const std::string memory_path = (fs::path(model_dir) / "memory.safetensors").string();
   if (use_memory && fs::exists(memory_path)) {
     const std::string memory_bytes = read_bytes(memory_path);
-    EmbeddingMemory m =
-        parse_memory(reinterpret_cast<const uint8_t*>(memory_bytes.data()), memory_bytes.size(),
-                     memory_path, config.embed_dim);
+    EmbeddingMemory m = parse_memory(reinterpret_cast<const uint8_t*>(memory_bytes.data()),
+                                     memory_bytes.size(), memory_path, config.embed_dim);
     m.settings = overrides.applied_to(m.settings);
     check_memory_settings(m.settings);
     if (m.settings.weight > 0) {
       memory = memory_tensors(m);
       hash = fnv1a64(memory_bytes.data(), memory_bytes.size(), hash);
-      const std::string settings = std::to_string(m.settings.k) + "/" +
-                                   std::to_string(m.settings.temperature) + "/" +
-                                   std::to_string(m.settings.weight) + "/" +
-                                   std::to_string(m.settings.gate_low) + "/" +
-                                   std::to_string(m.settings.gate_high);
+      const std::string settings =
+          std::to_string(m.settings.k) + "/" + std::to_string(m.settings.temperature) + "/" +
+          std::to_string(m.settings.weight) + "/" + std::to_string(m.settings.gate_low) + "/" +
+          std::to_string(m.settings.gate_high);
       hash = fnv1a64(settings.data(), settings.size(), hash);
     }
   }
@@ -155,13 +176,13 @@ bool Embedder::uses_memory() const {
 
 std::vector<float> Embedder::embed_pixels(const float* pixels, int64_t n) const {
   const int64_t s = image_size();
-  torch::NoGradGuard no_grad;
+  c10::InferenceMode inference;  // no autograd bookkeeping at all (cheaper than NoGradGuard)
   const torch::Tensor batch =
       torch::from_blob(const_cast<float*>(pixels), {n, 3, s, s}, torch::kFloat);
   torch::Tensor e = nn::encode_images_batched(impl_->model, batch);
   if (impl_->memory) {
     const MemoryTensors& m = *impl_->memory;
-    e = augment(e, m.image_keys, m.image_values, m.settings);
+    e = augment(e, m.image_keys, m.image_values, m.settings, *m.image_search);
   }
   return nn::to_vector(e);
 }
@@ -183,11 +204,11 @@ std::vector<float> Embedder::embed_token_ids(const std::vector<std::vector<int32
       }
     }
   }
-  torch::NoGradGuard no_grad;
+  c10::InferenceMode inference;  // no autograd bookkeeping at all (cheaper than NoGradGuard)
   torch::Tensor e = nn::encode_texts_batched(impl_->model, ids, impl_->tokenizer.pad_id());
   if (impl_->memory) {
     const MemoryTensors& m = *impl_->memory;
-    e = augment(e, m.text_keys, m.text_values, m.settings);
+    e = augment(e, m.text_keys, m.text_values, m.settings, *m.text_search);
   }
   return nn::to_vector(e);
 }

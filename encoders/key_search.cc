@@ -1,0 +1,122 @@
+#include "encoders/key_search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "common/error.h"
+
+namespace mms {
+namespace {
+
+// The integer inner product of a query and an int8 row. GCC turns the loop into 16-bit
+// multiply-adds (vpmaddwd) in the AVX2 clone; the default clone serves older CPUs.
+__attribute__((target_clones("avx2", "default"))) int32_t int_dot(const int16_t* a, const int8_t* b,
+                                                                  int32_t n) {
+  int32_t s = 0;
+  for (int32_t i = 0; i < n; ++i) s += int32_t{a[i]} * int32_t{b[i]};
+  return s;
+}
+
+float float_dot(const float* a, const float* b, int32_t n) {
+  float s = 0.f;
+  for (int32_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Scores differ by summation order between scans (and from a BLAS product): bounds are
+// widened by this much, far above float rounding on unit vectors.
+constexpr float kSlack = 1e-4f;
+
+}  // namespace
+
+KeySearch::KeySearch(const float* keys, int64_t n, int32_t dim)
+    : keys_(keys), n_(n), dim_(dim), quantized_(static_cast<size_t>(n) * dim), scale_(n), l1_(n) {
+  if (n < 1 || dim < 1) throw Error::invalid_argument("KeySearch needs at least one key row");
+  for (int64_t r = 0; r < n; ++r) {
+    const float* row = keys + r * dim;
+    float max_abs = 0.f, l1 = 0.f;
+    for (int32_t i = 0; i < dim; ++i) {
+      max_abs = std::max(max_abs, std::fabs(row[i]));
+      l1 += std::fabs(row[i]);
+    }
+    const float scale = max_abs > 0.f ? max_abs / 127.f : 1.f;
+    scale_[r] = scale;
+    l1_[r] = l1;
+    for (int32_t i = 0; i < dim; ++i) {
+      quantized_[r * dim + i] = static_cast<int8_t>(std::lround(row[i] / scale));
+    }
+  }
+}
+
+int64_t KeySearch::fallbacks() const {
+  return fallbacks_.load();
+}
+
+void KeySearch::exact_scan(const float* q, int32_t k, float* sims, int64_t* rows) const {
+  thread_local std::vector<std::pair<float, int64_t>> scored;
+  scored.resize(static_cast<size_t>(n_));
+  for (int64_t r = 0; r < n_; ++r) scored[r] = {float_dot(q, keys_ + r * dim_, dim_), r};
+  std::partial_sort(scored.begin(), scored.begin() + k, scored.end(),
+                    [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (int32_t i = 0; i < k; ++i) {
+    sims[i] = scored[i].first;
+    rows[i] = scored[i].second;
+  }
+}
+
+void KeySearch::top_k(const float* q, int32_t k, float* sims, int64_t* rows) const {
+  if (k < 1 || k > n_) throw Error::invalid_argument("KeySearch: k is outside 1..n");
+  const int64_t candidates = std::max<int64_t>(4 * k, 32);
+  if (n_ <= 2 * candidates) return exact_scan(q, k, sims, rows);
+
+  // The query in 16 bits: q ~ q_scale * q16, off by at most q_scale / 2 a component.
+  float q_max = 0.f, q_l1 = 0.f;
+  for (int32_t i = 0; i < dim_; ++i) {
+    q_max = std::max(q_max, std::fabs(q[i]));
+    q_l1 += std::fabs(q[i]);
+  }
+  if (!(q_max > 0.f) || !std::isfinite(q_l1)) return exact_scan(q, k, sims, rows);
+  const float q_scale = q_max / 32767.f;
+  thread_local std::vector<int16_t> q16;
+  q16.resize(static_cast<size_t>(dim_));
+  for (int32_t i = 0; i < dim_; ++i) q16[i] = static_cast<int16_t>(std::lround(q[i] / q_scale));
+
+  // Every row's upper bound: the quantized score plus what quantization can hide,
+  // |q.k - q_scale*s_r*(q16.k8)| <= s_r/2*|q|_1 + q_scale/2*|k_r|_1 + dim*q_scale*s_r/4.
+  thread_local std::vector<float> upper;
+  thread_local std::vector<int64_t> order;
+  upper.resize(static_cast<size_t>(n_));
+  for (int64_t r = 0; r < n_; ++r) {
+    const float s = scale_[r];
+    const float approx =
+        q_scale * s * static_cast<float>(int_dot(q16.data(), &quantized_[r * dim_], dim_));
+    upper[r] = approx + 0.5f * s * q_l1 + 0.5f * q_scale * l1_[r] +
+               0.25f * static_cast<float>(dim_) * q_scale * s + kSlack;
+  }
+  order.resize(static_cast<size_t>(n_));
+  std::iota(order.begin(), order.end(), int64_t{0});
+  std::nth_element(order.begin(), order.begin() + candidates, order.end(),
+                   [](int64_t a, int64_t b) { return upper[a] > upper[b]; });
+  // No row outside the candidates scores above this.
+  const float outside = upper[order[candidates]];
+
+  thread_local std::vector<std::pair<float, int64_t>> scored;
+  scored.clear();
+  for (int64_t i = 0; i < candidates; ++i) {
+    const int64_t r = order[i];
+    scored.emplace_back(float_dot(q, keys_ + r * dim_, dim_), r);
+  }
+  std::partial_sort(scored.begin(), scored.begin() + k, scored.end(),
+                    [](const auto& a, const auto& b) { return a.first > b.first; });
+  if (!(outside < scored[k - 1].first - kSlack)) {
+    fallbacks_.fetch_add(1);
+    return exact_scan(q, k, sims, rows);
+  }
+  for (int32_t i = 0; i < k; ++i) {
+    sims[i] = scored[i].first;
+    rows[i] = scored[i].second;
+  }
+}
+
+}  // namespace mms
