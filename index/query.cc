@@ -267,6 +267,11 @@ void check_filters(const QueryFilters& f, SearchTarget target) {
   }
 }
 
+int32_t first_fetch(int32_t k, const QueryFilters& filters) {
+  const bool filtering = !filters.path_prefix.empty() || filters.dedup;
+  return filtering ? std::min(std::max(4 * k, 64), Collection::kMaxSearchK) : k;
+}
+
 std::vector<SearchResult> search_filtered(const Collection& collection, SearchTarget target,
                                           int32_t k, const QueryFilters& filters,
                                           const HitFetcher& fetch) {
@@ -276,7 +281,7 @@ std::vector<SearchResult> search_filtered(const Collection& collection, SearchTa
   const auto where = images ? Collection::Target::kImages : Collection::Target::kTexts;
   const bool filtering = !filters.path_prefix.empty() || filters.dedup;
   // Filters that drop hits need more than k of them; fetch more until k pass or none are left.
-  int32_t want = filtering ? std::min(std::max(4 * k, 64), Collection::kMaxSearchK) : k;
+  int32_t want = first_fetch(k, filters);
   for (;;) {
     const std::vector<SearchHit> hits = fetch(want);
     std::vector<SearchResult> out;

@@ -73,6 +73,10 @@ void check_filters(const QueryFilters& filters, SearchTarget target);
 // filters leave fewer than k results and more hits exist.
 using HitFetcher = std::function<std::vector<SearchHit>(int32_t fetch)>;
 
+// How many hits search_filtered asks its fetcher for first: k, or more when filters may drop
+// some (so a caller can fetch them ahead, e.g. in the same pass as the query's embedding).
+int32_t first_fetch(int32_t k, const QueryFilters& filters);
+
 // The k best results that pass `filters`. With dedup, a result whose file has the same
 // content hash as a better one, or whose vector is within dedup_threshold of it, is folded
 // into that result's `duplicates`.

@@ -35,6 +35,12 @@ struct TextJob : Outcome<std::vector<float>> {
   bool tokenized = false;
 };
 
+struct TextSearchJob : Outcome<Batcher::EmbeddedSearch> {
+  std::vector<int32_t> ids;
+  Collection::Target target;
+  int32_t k;
+};
+
 struct ImageJob : Outcome<std::vector<float>> {
   std::vector<float> pixels;
 };
@@ -74,6 +80,7 @@ struct Batcher::Impl {
         observer(std::move(observer)),
         work(asio::make_work_guard(io)),
         texts(io, "text"),
+        text_searches(io, "text"),
         images(io, "image"),
         searches(io, "search") {
     worker = std::thread([this] { io.run(); });
@@ -142,6 +149,35 @@ struct Batcher::Impl {
     split_rows(batch, embedder.embed_token_ids(ids));
   }
 
+  // Embeds the batch, then searches its embeddings, grouped by target and k like search jobs.
+  void run(std::vector<std::shared_ptr<TextSearchJob>>& batch) {
+    std::vector<std::vector<int32_t>> ids;
+    ids.reserve(batch.size());
+    for (const auto& job : batch) ids.push_back(job->ids);
+    const std::vector<float> vectors = embedder.embed_token_ids(ids);
+    const size_t dim = static_cast<size_t>(embedder.dim());
+    std::map<std::pair<Collection::Target, int32_t>, std::vector<size_t>> groups;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      batch[i]->result.embedding.assign(vectors.begin() + i * dim, vectors.begin() + (i + 1) * dim);
+      groups[{batch[i]->target, batch[i]->k}].push_back(i);
+    }
+    if (observer) observer("search", static_cast<int64_t>(batch.size()));
+    for (auto& [key, rows] : groups) {
+      try {
+        std::vector<float> queries;
+        for (size_t i : rows) {
+          queries.insert(queries.end(), vectors.begin() + i * dim, vectors.begin() + (i + 1) * dim);
+        }
+        auto hits = collection.search(key.first, queries.data(), static_cast<int64_t>(rows.size()),
+                                      key.second);
+        for (size_t j = 0; j < rows.size(); ++j)
+          batch[rows[j]]->result.hits = std::move(hits.at(j));
+      } catch (...) {
+        for (size_t i : rows) batch[i]->error = std::current_exception();
+      }
+    }
+  }
+
   void run(std::vector<std::shared_ptr<ImageJob>>& batch) {
     std::vector<float> pixels;
     for (const auto& job : batch)
@@ -183,6 +219,7 @@ struct Batcher::Impl {
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work;
   Lane<TextJob> texts;
+  Lane<TextSearchJob> text_searches;
   Lane<ImageJob> images;
   Lane<SearchJob> searches;
   std::atomic<int64_t> depth{0};
@@ -215,6 +252,19 @@ std::future<std::vector<float>> Batcher::embed_tokens(std::vector<int32_t> ids) 
   job->tokenized = true;
   auto result = job->done.get_future();
   impl_->enqueue(impl_->texts, std::move(job));
+  return result;
+}
+
+std::future<Batcher::EmbeddedSearch> Batcher::embed_and_search(std::vector<int32_t> ids,
+                                                               Collection::Target target,
+                                                               int32_t k) {
+  impl_->reserve_slot();
+  auto job = std::make_shared<TextSearchJob>();
+  job->ids = std::move(ids);
+  job->target = target;
+  job->k = k;
+  auto result = job->done.get_future();
+  impl_->enqueue(impl_->text_searches, std::move(job));
   return result;
 }
 

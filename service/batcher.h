@@ -49,6 +49,15 @@ class Batcher {
   // pixels: one image as preprocess_image(img, embedder.image_size()) makes it,
   // [3, S, S] float32. Returns its [dim] unit-norm embedding.
   std::future<std::vector<float>> embed_image(std::vector<float> pixels);
+  // A tokenized text's embedding and, in the same pass of the worker, its `k` best hits in
+  // `target` (the text search of the HTTP service: one hand-off instead of two, and the
+  // searches of a text batch run as one batch too).
+  struct EmbeddedSearch {
+    std::vector<float> embedding;
+    std::vector<SearchHit> hits;
+  };
+  std::future<EmbeddedSearch> embed_and_search(std::vector<int32_t> ids, Collection::Target target,
+                                               int32_t k);
   // query: [dim] unit norm. Jobs with the same target and k share one Collection::search.
   std::future<std::vector<SearchHit>> search(Collection::Target target, std::vector<float> query,
                                              int32_t k);

@@ -200,6 +200,7 @@ class HttpService {
   json body_json(const HttpRequest& req) const {
     return parse_json_object(req.body, {limits_.max_json_depth, limits_.max_body_bytes});
   }
+  std::vector<int32_t> tokenize(const std::string& text) const;
   std::vector<float> embed_text(const std::string& text);
   std::vector<float> embed_image_bytes(std::string_view bytes, const std::string& what);
   std::vector<QueryTerm> terms_of(const json& terms);
@@ -306,7 +307,7 @@ void HttpService::log(const HttpRequest& req, const HttpResponse& res) {
 
 // Texts are tokenized here, on the caller's thread, and refused when over the model's
 // text.max_tokens (never cut).
-std::vector<float> HttpService::embed_text(const std::string& text) {
+std::vector<int32_t> HttpService::tokenize(const std::string& text) const {
   if (static_cast<int64_t>(text.size()) > limits_.max_text_bytes) {
     throw Error::too_large("a query text is " + std::to_string(text.size()) +
                            " bytes; the limit is " + std::to_string(limits_.max_text_bytes));
@@ -318,7 +319,11 @@ std::vector<float> HttpService::embed_text(const std::string& text) {
                            " tokens; the model's limit (text.max_tokens) is " +
                            std::to_string(max_tokens));
   }
-  return batcher_.embed_tokens(std::move(ids)).get();
+  return ids;
+}
+
+std::vector<float> HttpService::embed_text(const std::string& text) {
+  return batcher_.embed_tokens(tokenize(text)).get();
 }
 
 std::vector<float> HttpService::embed_image_bytes(std::string_view bytes, const std::string& what) {
@@ -498,7 +503,21 @@ void HttpService::add_routes() {
     const json j = body_json(req);
     const std::string query = string_field(j, "query", limits_.max_text_bytes);
     const SearchRequest request = search_request(j, limits_.max_k);
-    return json_response(search(embed_text(query), request, req.start));
+    // The embedding and its first hits come from one pass of the batcher.
+    const auto where = request.target == SearchTarget::kImages ? Collection::Target::kImages
+                                                               : Collection::Target::kTexts;
+    const int32_t fetch = first_fetch(request.k, request.filters);
+    Batcher::EmbeddedSearch first = batcher_.embed_and_search(tokenize(query), where, fetch).get();
+    bool first_used = false;
+    const std::vector<SearchResult> results =
+        search_filtered(collection_, request.target, request.k, request.filters, [&](int32_t want) {
+          if (!first_used && want == fetch) {
+            first_used = true;
+            return std::move(first.hits);
+          }
+          return batcher_.search(where, first.embedding, want).get();
+        });
+    return json_response(search_results_json(results, request.target, ms_since(req.start)));
   });
   route("POST", "/v1/search/image", upload_body, true, false, [this](HttpRequest& req) {
     const SearchRequest request = search_request(req.params, limits_.max_k);
