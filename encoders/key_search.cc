@@ -68,7 +68,7 @@ void KeySearch::exact_scan(const float* q, int32_t k, float* sims, int64_t* rows
 void KeySearch::top_k(const float* q, int32_t k, float* sims, int64_t* rows) const {
   if (k < 1 || k > n_) throw Error::invalid_argument("KeySearch: k is outside 1..n");
   const int64_t candidates = std::max<int64_t>(4 * k, 32);
-  if (n_ <= 2 * candidates) return exact_scan(q, k, sims, rows);
+  if (n_ < 8 * candidates) return exact_scan(q, k, sims, rows);
 
   // The query in 16 bits: q ~ q_scale * q16, off by at most q_scale / 2 a component.
   float q_max = 0.f, q_l1 = 0.f;
@@ -96,27 +96,35 @@ void KeySearch::top_k(const float* q, int32_t k, float* sims, int64_t* rows) con
   }
   order.resize(static_cast<size_t>(n_));
   std::iota(order.begin(), order.end(), int64_t{0});
-  std::nth_element(order.begin(), order.begin() + candidates, order.end(),
-                   [](int64_t a, int64_t b) { return upper[a] > upper[b]; });
-  // No row outside the candidates scores above this.
-  const float outside = upper[order[candidates]];
-
-  thread_local std::vector<std::pair<float, int64_t>> scored;
+  auto higher_bound = [](int64_t a, int64_t b) { return upper[a] > upper[b]; };
+  // Candidates by bound, re-scored in float; when the proof fails, four times as many (the
+  // ones already scored are kept), up to an eighth of the rows, then the float scan.
+  thread_local std::vector<std::pair<float, int64_t>> scored, best;
   scored.clear();
-  for (int64_t i = 0; i < candidates; ++i) {
-    const int64_t r = order[i];
-    scored.emplace_back(float_dot(q, keys_ + r * dim_, dim_), r);
+  int64_t done = 0;
+  for (int64_t c = candidates; c <= n_ / 8; c *= 4) {
+    std::nth_element(order.begin() + done, order.begin() + c, order.end(), higher_bound);
+    for (int64_t i = done; i < c; ++i) {
+      const int64_t r = order[i];
+      scored.emplace_back(float_dot(q, keys_ + r * dim_, dim_), r);
+    }
+    done = c;
+    // No row outside the first c scores above this bound (nth_element puts the largest of
+    // the rest at c).
+    const float outside = upper[order[c]];
+    best.assign(scored.begin(), scored.end());
+    std::partial_sort(best.begin(), best.begin() + k, best.end(),
+                      [](const auto& a, const auto& b) { return a.first > b.first; });
+    if (outside < best[k - 1].first - kSlack) {
+      for (int32_t i = 0; i < k; ++i) {
+        sims[i] = best[i].first;
+        rows[i] = best[i].second;
+      }
+      return;
+    }
   }
-  std::partial_sort(scored.begin(), scored.begin() + k, scored.end(),
-                    [](const auto& a, const auto& b) { return a.first > b.first; });
-  if (!(outside < scored[k - 1].first - kSlack)) {
-    fallbacks_.fetch_add(1);
-    return exact_scan(q, k, sims, rows);
-  }
-  for (int32_t i = 0; i < k; ++i) {
-    sims[i] = scored[i].first;
-    rows[i] = scored[i].second;
-  }
+  fallbacks_.fetch_add(1);
+  exact_scan(q, k, sims, rows);
 }
 
 }  // namespace mms

@@ -27,6 +27,7 @@ class KeySearch {
   void top_k(const float* q, int32_t k, float* sims, int64_t* rows) const;
 
   int64_t size() const { return n_; }
+  int32_t dim() const { return dim_; }
   // How many top_k calls fell back to the float scan (for tests and benchmarks).
   int64_t fallbacks() const;
 

@@ -23,6 +23,7 @@ struct LoadedIndex {
   std::string index_type;  // as built
   FaissFileStamp stamp;    // of the file it came from or went to; empty when only in memory
   int64_t generation = -1;
+  std::shared_ptr<const FlatShortcut> flat;  // for a few queries on a Flat index
 };
 
 struct Collection::Impl {

@@ -1,5 +1,6 @@
 // The FAISS half of Collection: keeping images.faiss / texts.faiss in step with the catalog,
 // loading them only after verification, and searching them.
+#include <faiss/utils/distances.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <system_error>
 
 #include "common/error.h"
@@ -215,6 +217,11 @@ FaissFileStamp persist(Collection::Impl& impl, Target target, const BuiltIndex& 
 
 // Publishes a new index for `target`; the old one is freed outside the lock.
 void swap_in(Collection::Impl& impl, Target target, LoadedIndex next) {
+  // FAISS scans a Flat index query by query below 20 queries at once; from 5 on (fewer go
+  // through FlatShortcut), one matrix product reads the vectors once for the whole batch.
+  static std::once_flag blas_threshold;
+  std::call_once(blas_threshold, [] { faiss::distance_compute_blas_threshold = 5; });
+  if (next.index) next.flat = FlatShortcut::make(*next.index);
   {
     std::unique_lock<std::shared_mutex> lock(impl.search_mutex);
     if (next.index) {
@@ -319,7 +326,11 @@ std::vector<std::vector<SearchHit>> Collection::search(Target target, const floa
   if (nq == 0 || kk == 0) return hits;
   std::vector<float> scores(static_cast<size_t>(nq * kk));
   std::vector<int64_t> ids(static_cast<size_t>(nq * kk));
-  search_faiss(*loaded.index, queries, nq, kk, scores.data(), ids.data());
+  if (loaded.flat && nq <= FlatShortcut::kMaxQueries) {
+    loaded.flat->search(queries, nq, kk, scores.data(), ids.data());
+  } else {
+    search_faiss(*loaded.index, queries, nq, kk, scores.data(), ids.data());
+  }
   for (int64_t q = 0; q < nq; ++q) {
     for (int64_t j = 0; j < kk; ++j) {
       const int64_t id = ids[q * kk + j];

@@ -1,5 +1,6 @@
 #include "index/faiss_store.h"
 
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
@@ -201,6 +202,33 @@ void search_faiss(const faiss::Index& index, const float* queries, int64_t nq, i
     index.search(nq, queries, k, scores, ids);
   } catch (const faiss::FaissException& e) {
     throw Error::internal(std::string("FAISS search failed: ") + e.what());
+  }
+}
+
+FlatShortcut::FlatShortcut(const float* vectors, int64_t n, int32_t dim, const int64_t* ids)
+    : keys_(vectors, n, dim), ids_(ids) {}
+
+std::unique_ptr<FlatShortcut> FlatShortcut::make(const faiss::Index& index) {
+  const auto* map = dynamic_cast<const faiss::IndexIDMap*>(&index);
+  if (map == nullptr || map->ntotal < 1) return nullptr;
+  const auto* flat = dynamic_cast<const faiss::IndexFlat*>(map->index);
+  if (flat == nullptr || flat->metric_type != faiss::METRIC_INNER_PRODUCT ||
+      static_cast<int64_t>(map->id_map.size()) != flat->ntotal) {
+    return nullptr;
+  }
+  static_assert(sizeof(faiss::Index::idx_t) == sizeof(int64_t), "FAISS ids are 64-bit");
+  return std::unique_ptr<FlatShortcut>(
+      new FlatShortcut(flat->get_xb(), flat->ntotal, static_cast<int32_t>(flat->d),
+                       reinterpret_cast<const int64_t*>(map->id_map.data())));
+}
+
+void FlatShortcut::search(const float* queries, int64_t nq, int64_t k, float* scores,
+                          int64_t* ids) const {
+  for (int64_t q = 0; q < nq; ++q) {
+    float* s = scores + q * k;
+    int64_t* rows = ids + q * k;
+    keys_.top_k(queries + q * keys_.dim(), static_cast<int32_t>(k), s, rows);
+    for (int64_t j = 0; j < k; ++j) rows[j] = ids_[rows[j]];
   }
 }
 

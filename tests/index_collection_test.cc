@@ -224,6 +224,28 @@ TEST_F(CollectionTest, SearchMatchesBruteForceInnerProduct) {
   EXPECT_EQ(small->search(Target::kImages, queries.data(), 1, 50)[0].size(), 3u);
 }
 
+// A Flat index answers a few queries through FlatShortcut (an int8 scan with a proven bound)
+// and larger batches through FAISS's matrix product: both must be the exact answer.
+TEST_F(CollectionTest, FlatSearchIsExactForSingleQueriesAndBatches) {
+  auto c = Collection::open(dir_, options());
+  const auto v = fill(*c, 4000, 5);
+  c->sync_indexes();
+  ASSERT_EQ(c->index_info(Target::kImages).index_type, "Flat");
+  // Half the queries are near stored vectors (real queries have close neighbours).
+  auto queries = random_unit_vectors(12, kDim, 77);
+  for (int q = 0; q < 6; ++q) {
+    for (int i = 0; i < kDim; ++i) queries[q * kDim + i] += v[(q * 97) * kDim + i];
+  }
+  for (int q = 0; q < 12; ++q) {
+    const auto one = c->search(Target::kImages, queries.data() + q * kDim, 1, 10);
+    EXPECT_EQ(hit_ids(one[0]), brute_force(v, ids_, queries.data() + q * kDim, 10)) << q;
+  }
+  const auto batch = c->search(Target::kImages, queries.data(), 12, 10);
+  for (int q = 0; q < 12; ++q) {
+    EXPECT_EQ(hit_ids(batch[q]), brute_force(v, ids_, queries.data() + q * kDim, 10)) << q;
+  }
+}
+
 TEST_F(CollectionTest, SearchesTexts) {
   auto c = Collection::open(dir_, options());
   const auto v = random_unit_vectors(3, kDim, 5);
