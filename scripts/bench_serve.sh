@@ -1,247 +1,329 @@
 #!/usr/bin/env bash
-# Benchmark: text-to-image search over HTTP (`mmsearch serve`, POST /v1/search/text) on a
-# 100k-item index, driven by wrk:
-#   1. builds a synthetic 100k-item INDEX_DIR for the model (serve_bench make-index: seeded
-#      random unit vectors, made-up paths and captions; reused when present);
-#   2. measures each stage of a search in process (serve_bench stages): tokenize, text
-#      encode, FAISS search, catalog lookups;
-#   3. starts the server on a free port, warms it up, and runs wrk at each concurrency
-#      (requests/s, p50 / p99 latency, failures = non-2xx responses + socket errors);
-#   4. a soak at concurrency 64, sampling the server's RSS every 5 s;
-#   5. prints the micro-batch sizes from /metrics, the stage shares at concurrency 1, and a
-#      summary table.
+# Benchmark: text-to-image search over HTTP (POST /v1/search/text), `mmsearch serve` side by
+# side with a Python peer doing the same work (scripts/python/peer_service.py: gunicorn sync
+# workers + Flask + the PyTorch reference model + python3-faiss reading the same index file),
+# on the same machine, driven by wrk with the same settings:
+#   1. makes (or reuses) a synthetic 100k-item INDEX_DIR per index type (serve_bench
+#      make-index: seeded random unit vectors, made-up paths and captions), by default HNSW32
+#      (what "auto" builds at 100k) and Flat;
+#   2. makes QUERY_COUNT distinct natural query texts (scripts/bench/make_queries.py, from the
+#      committed word lists: the same file on every machine); wrk rotates through them
+#      (scripts/bench/search_text.lua), so nothing a server could cache is asked twice before
+#      the whole list has gone by;
+#   3. measures each stage of a search in process (serve_bench stages), per index;
+#   4. per index: starts both servers on free loopback ports, checks that they answer alike
+#      (scripts/bench/compare_answers.py), then for each concurrency runs mmsearch then the
+#      peer (a warm-up, then the measured run), so that machine noise hits both alike;
+#   5. a soak at SOAK_CONCURRENCY for each server on the SOAK_ON index: failures, and memory
+#      every 5 s (RSS and PSS; the peer's is the sum of its gunicorn master and workers);
+#   6. prints a side-by-side table and writes $RESULTS/results.json (every figure, the
+#      machine, load averages, git commit) and $RESULTS/table.md (the table for the README),
+#      by scripts/bench/serve_report.py.
+# Every server this script starts is stopped when it exits, on failure or interrupt too.
 #
-#   scripts/bench_serve.sh
+#   scripts/bench_serve.sh                              # the full run, about 10 minutes
+#   DURATION=3 WARMUP=1 SOAK=5 CONCURRENCY="1 8" scripts/bench_serve.sh      # a smoke test
 # Settings (environment):
-#   BUILD=build          build folder with mmsearch and serve_bench (built here unless NO_BUILD=1)
-#   MODEL=data/models/default   INDEX=data/cache/bench-serve-index   ITEMS=100000
-#   INDEX_TYPE=auto      (Flat below 100k vectors, HNSW32 from 100k on; or a FAISS factory)
-#   DURATION=20          seconds per concurrency;   CONCURRENCY="1 8 64"
-#   SOAK=60              seconds of the soak at concurrency SOAK_CONCURRENCY=64 (0: no soak)
-#   THREADS=$(nproc)     serve --threads: compute threads of the one batching worker
-#   HTTP_THREADS=        serve --http-threads (empty: the server's default, 128)
-#   RESULTS=             folder for the raw wrk outputs and the server log (default: a new
-#                        folder under data/cache/bench-serve-runs/)
+#   BUILD=build         build folder with mmsearch and serve_bench (built here unless NO_BUILD=1)
+#   MODEL=data/models/default   ITEMS=100000
+#   INDEX_TYPES="auto Flat"     index types (FAISS factories; "auto": HNSW32 at 100k items),
+#                       each in its own INDEX_DIR: data/cache/bench-serve-index for auto,
+#                       data/cache/bench-serve-index-<type> for the others
+#   DURATION=20         seconds of each measured run;   WARMUP=5  seconds of the warm-up before it
+#   CONCURRENCY="1 8 64"
+#   SOAK=60             seconds of each server's soak (0: no soak), at SOAK_CONCURRENCY=64, on
+#   SOAK_ON=auto        the index of this type (one of INDEX_TYPES; else the first)
+#   THREADS=$(nproc)    serve --threads: compute threads of mmsearch's batching worker
+#   HTTP_THREADS=       serve --http-threads (empty: the server's default)
+#   PEER_WORKERS=$THREADS   gunicorn sync workers of the peer, one torch/faiss thread each:
+#                       the same number of cores' worth of compute as mmsearch
+#   PEER_PYTHON=/usr/bin/python3   the interpreter with Debian's python3-torch, -faiss, -flask
+#   WRK_THREADS=2       wrk -t (at most c); wrk runs on the same cores as the servers
+#   QUERY_COUNT=1000    distinct query texts;   K=10 results per query
+#   STAGES=1            0: skip the in-process stage costs (quicker smoke tests)
+#   RESULTS=            folder for results.json, table.md, raw wrk outputs and server logs
+#                       (default: a new folder under data/cache/bench-serve-runs/)
 #
-# On THREADS: the server encodes and searches on ONE worker thread (the micro-batcher); --threads
-# sets LibTorch's (and OpenMP's, so FAISS's) intra-op pool inside it. The default is the
-# server's own (all cores). On 2 cores, 2 threads made batched HNSW search 2.4x faster per
-# query (FAISS splits a batch's queries across threads) and c=64 throughput 35% higher than
-# THREADS=1, while a lone text encode got slower (1.1 -> 2.1 ms): thread start-up.
+# On THREADS: mmsearch encodes and searches on ONE worker thread (the micro-batcher); --threads
+# sets LibTorch's (and OpenMP's, so FAISS's) intra-op pool inside it. On 2 cores, 2 threads made
+# batched HNSW search 2.4x faster per query and c=64 throughput 35% higher than THREADS=1.
+# The peer gets the same cores as processes instead: PEER_WORKERS single-threaded workers.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 BUILD="${BUILD:-build}"
 MODEL="${MODEL:-data/models/default}"
-INDEX="${INDEX:-data/cache/bench-serve-index}"
 ITEMS="${ITEMS:-100000}"
-INDEX_TYPE="${INDEX_TYPE:-auto}"
+INDEX_TYPES="${INDEX_TYPES:-auto Flat}"
 DURATION="${DURATION:-20}"
+WARMUP="${WARMUP:-5}"
 CONCURRENCY="${CONCURRENCY:-1 8 64}"
 SOAK="${SOAK:-60}"
 SOAK_CONCURRENCY="${SOAK_CONCURRENCY:-64}"
+SOAK_ON="${SOAK_ON:-auto}"
 THREADS="${THREADS:-$(nproc)}"
 HTTP_THREADS="${HTTP_THREADS:-}"
-QUERIES="scripts/bench/queries.txt"
+PEER_WORKERS="${PEER_WORKERS:-$THREADS}"
+PEER_PYTHON="${PEER_PYTHON:-/usr/bin/python3}"
+WRK_THREADS="${WRK_THREADS:-2}"
+QUERY_COUNT="${QUERY_COUNT:-1000}"
+K="${K:-10}"
+STAGES="${STAGES:-1}"
+WRK_TIMEOUT=10
 LUA="scripts/bench/search_text.lua"
-K=10
 RESULTS="${RESULTS:-data/cache/bench-serve-runs/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$RESULTS"
+QUERIES="$RESULTS/queries.txt"
+[[ " $INDEX_TYPES " == *" $SOAK_ON "* ]] || SOAK_ON="${INDEX_TYPES%% *}"
 
-# wrk, from Debian, only when missing (as scripts/setup.sh installs packages).
+# ---- servers, and stopping them whatever happens ---------------------------------------------
+
+# What runs in the background now (emptied once stopped, so that a pid reused later by
+# another process is never signalled): the servers, a wrk run, a soak.
+mmsearch_pid="" peer_pid="" wrk_pid="" soak_job=""
+cleanup() {
+  local pid
+  for pid in "$soak_job" "$wrk_pid" "$mmsearch_pid" "$peer_pid"; do
+    [ -z "$pid" ] || stop_tree "$pid"
+  done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# stop_tree PID: TERM to PID (gunicorn's master passes it on to its workers), KILL to it and
+# its children if they are still there after 15 s.
+stop_tree() {
+  local pid=$1 kids
+  kill -0 "$pid" 2>/dev/null || return 0
+  kids=$(pgrep -P "$pid" || true)
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  # shellcheck disable=SC2086
+  kill -KILL "$pid" $kids 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_healthy NAME PID URL LOG: until GET URL/healthz answers (the peer hashes the model and
+# the index file at start-up: tens of seconds under load).
+wait_healthy() {
+  local name=$1 pid=$2 url=$3 log=$4
+  for _ in $(seq 900); do
+    curl -sf "$url/healthz" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "bench_serve: $name exited:"; tail -5 "$log"; exit 1; }
+    sleep 0.2
+  done
+  echo "bench_serve: $name did not come up in 180 s: $log"
+  exit 1
+}
+
+# start_mmsearch INDEX_DIR LOG, start_peer INDEX_DIR LOG: start one server on a free port and
+# set ${name}_pid and ${name}_url (not waiting for it).
+start_mmsearch() {
+  local port args
+  port=$(free_port)
+  args=(serve --index "$1" --model "$MODEL" --port "$port" --threads "$THREADS")
+  [ -n "$HTTP_THREADS" ] && args+=(--http-threads "$HTTP_THREADS")
+  # The access log (one JSON line per request) goes to the log: the server's own statuses.
+  "$BUILD/mmsearch" "${args[@]}" 2>"$2" &
+  mmsearch_pid=$!
+  mmsearch_url="http://127.0.0.1:$port"
+}
+start_peer() {
+  local port
+  port=$(free_port)
+  OMP_NUM_THREADS=1 MMSEARCH_INDEX="$1" MMSEARCH_MODEL="$MODEL" \
+    "$PEER_PYTHON" -m gunicorn --workers "$PEER_WORKERS" --worker-class sync \
+    --bind "127.0.0.1:$port" --timeout 120 --pythonpath scripts/python \
+    'peer_service:create_app()' >"$2" 2>&1 &
+  peer_pid=$!
+  peer_url="http://127.0.0.1:$port"
+}
+
+# mem_sample PID: "RSS_KiB PSS_KiB PROCESSES" of PID and its children (gunicorn's master and
+# its workers; for mmsearch, the one process). RSS counts shared pages once per process; PSS
+# splits them.
+mem_sample() {
+  local pid rss=0 pss=0 n=0 r p
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || continue
+    p=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+    rss=$((rss + ${r:-0})); pss=$((pss + ${p:-0})); n=$((n + 1))
+  done
+  echo "$rss $pss $n"
+}
+
+# run_wrk URL C SECONDS OFFSET OUT: wrk's output in OUT; prints its figures on one line.
+run_wrk() {
+  local t=$((WRK_THREADS < $2 ? WRK_THREADS : $2))
+  # In the background and waited for: a signal to this script is handled at once.
+  wrk -t"$t" -c"$2" -d"$3s" --latency --timeout "${WRK_TIMEOUT}s" -s "$LUA" "$1" \
+    -- "$QUERIES" "$K" "$4" "$t" >"$5" 2>&1 &
+  wrk_pid=$!
+  wait "$wrk_pid" || true
+  wrk_pid=""
+  grep -q '^RESULT ' "$5" || { echo "bench_serve: wrk failed:"; tail -5 "$5"; exit 1; }
+}
+summary_line() {
+  awk '/^RESULT / || /^FAILURES / { for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] } }
+       END { printf "%9.1f req/s  p50 %8.2f ms  p99 %8.2f ms  failures %s\n", f["rps"], f["p50_ms"], f["p99_ms"], f["total"] }' "$1"
+}
+
+# ---- set-up ----------------------------------------------------------------------------------
+
+# wrk from Debian, only when missing (as scripts/setup.sh installs packages).
 if ! command -v wrk >/dev/null; then
   echo "bench_serve: installing wrk"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends wrk >/dev/null
 fi
+# The peer's packages (python3-torch, -faiss, -flask, gunicorn) come with scripts/setup.sh.
+peer_ready() { "$PEER_PYTHON" -c 'import faiss, flask, gunicorn, numpy, torch' 2>/dev/null; }
+if ! peer_ready; then
+  [ "${NO_BUILD:-0}" != 1 ] || { echo "bench_serve: $PEER_PYTHON lacks the peer's packages: run scripts/setup.sh"; exit 1; }
+  scripts/setup.sh >/dev/null
+  peer_ready || { echo "bench_serve: $PEER_PYTHON still cannot import faiss, flask, gunicorn, torch"; exit 1; }
+fi
 if [ "${NO_BUILD:-0}" != 1 ]; then
   [ -f "$BUILD/CMakeCache.txt" ] || scripts/setup.sh >/dev/null
-  [ -f "$BUILD/CMakeCache.txt" ] || cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build "$BUILD" --target mmsearch serve_bench >/dev/null
 fi
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-load_start="$(load)"
-echo "load average at start: $load_start"
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs || true)
+load_start=$(load)
+{
+  echo "started_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "nproc=$(nproc)"
+  echo "cpu_model=${cpu_model:-unknown}"
+  echo "mem_total_kib=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+  echo "load_start=$load_start"
+  echo "git_commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  echo "git_modified_files=$(git status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
+  echo "mmsearch_binary_mtime_utc=$(date -u -r "$BUILD/mmsearch" +%Y-%m-%dT%H:%M:%SZ)"
+  echo "versions=wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null); python3-torch $(dpkg-query -W -f='${Version}' python3-torch 2>/dev/null); python3-faiss $(dpkg-query -W -f='${Version}' python3-faiss 2>/dev/null); python3-flask $(dpkg-query -W -f='${Version}' python3-flask 2>/dev/null); gunicorn $(dpkg-query -W -f='${Version}' gunicorn 2>/dev/null)"
+  echo "model=$MODEL"
+  echo "items=$ITEMS"
+  echo "duration_s=$DURATION"
+  echo "warmup_s=$WARMUP"
+  echo "concurrency=$CONCURRENCY"
+  echo "soak_s=$SOAK"
+  echo "soak_concurrency=$SOAK_CONCURRENCY"
+  echo "threads=$THREADS"
+  echo "http_threads=${HTTP_THREADS:-default}"
+  echo "peer_workers=$PEER_WORKERS"
+  echo "wrk_threads=$WRK_THREADS"
+  echo "wrk_timeout_s=$WRK_TIMEOUT"
+  echo "k=$K"
+} >"$RESULTS/meta.env"
+echo "machine: $(nproc) cores, ${cpu_model:-unknown CPU}; load average at start: $load_start"
 echo "results and logs: $RESULTS"
 
-echo
-echo "== index ($ITEMS synthetic items: random unit vectors, not real embeddings) =="
-"$BUILD/serve_bench" make-index --model "$MODEL" --out "$INDEX" --items "$ITEMS" \
-  --index-type "$INDEX_TYPE" | tee "$RESULTS/index.txt"
+scripts/bench/make_queries.py --count "$QUERY_COUNT" >"$QUERIES"
+{
+  echo "queries_count=$(wc -l <"$QUERIES")"
+  echo "queries_distinct=$(sort -u "$QUERIES" | wc -l)"
+  echo "queries_sha256=$(sha256sum "$QUERIES" | cut -d' ' -f1)"
+} >>"$RESULTS/meta.env"
+echo "queries: $(wc -l <"$QUERIES") distinct texts (scripts/bench/make_queries.py), e.g. \"$(sed -n 2p "$QUERIES")\""
 
-echo
-echo "== in-process stage costs (serve_bench stages, compute threads $THREADS) =="
-"$BUILD/serve_bench" stages --model "$MODEL" --index "$INDEX" --queries "$QUERIES" \
-  --threads "$THREADS" --k "$K" | tee "$RESULTS/stages.txt"
-stage() { awk -v s="$1" -v b="$2" '$1 == s && $2 == b { print $3 }' "$RESULTS/stages.txt"; }
+# ---- indexes and in-process stage costs -------------------------------------------------------
 
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-url="http://127.0.0.1:$port"
-serve_args=(serve --index "$INDEX" --model "$MODEL" --port "$port" --threads "$THREADS")
-[ -n "$HTTP_THREADS" ] && serve_args+=(--http-threads "$HTTP_THREADS")
-# The access log (one JSON line per request) goes to a file: it is also the server's own
-# count of statuses.
-"$BUILD/mmsearch" "${serve_args[@]}" 2>"$RESULTS/server.log" &
-server=$!
-stop_server() {
-  if kill -0 "$server" 2>/dev/null; then
-    kill -TERM "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
+index_dir() {
+  if [ "$1" = auto ]; then echo data/cache/bench-serve-index
+  else echo "data/cache/bench-serve-index-$(tr '[:upper:]' '[:lower:]' <<<"$1" | tr -c 'a-z0-9\n' '-')"; fi
+}
+: >"$RESULTS/indexes.tsv"
+labels=()
+for type in $INDEX_TYPES; do
+  dir=$(index_dir "$type")
+  echo
+  echo "== index $type: $dir ($ITEMS synthetic items: random unit vectors, not real embeddings) =="
+  "$BUILD/serve_bench" make-index --model "$MODEL" --out "$dir" --items "$ITEMS" \
+    --index-type "$type" | tee "$RESULTS/index.tmp"
+  # The label is the type the index got (HNSW32 for auto at 100k), made safe for a folder name.
+  label=$(sed -n 's/.*, type \(.*\) (requested.*/\1/p' "$RESULTS/index.tmp" | tr -c 'A-Za-z0-9.\n' '_')
+  [ -n "$label" ] || { echo "bench_serve: serve_bench make-index printed no index type"; exit 1; }
+  [ ! -e "$RESULTS/$label" ] || label="${label}_$type"
+  mkdir -p "$RESULTS/$label"
+  mv "$RESULTS/index.tmp" "$RESULTS/$label/index.txt"
+  printf '%s\t%s\t%s\n' "$label" "$type" "$dir" >>"$RESULTS/indexes.tsv"
+  labels+=("$label")
+  [ "$type" = "$SOAK_ON" ] && echo "soak_index=$label" >>"$RESULTS/meta.env"
+done
+for label in "${labels[@]}"; do
+  [ "$STAGES" = 1 ] || break
+  dir=$(awk -F'\t' -v l="$label" '$1 == l { print $3 }' "$RESULTS/indexes.tsv")
+  echo
+  echo "== in-process stage costs on $label (serve_bench stages, compute threads $THREADS) =="
+  "$BUILD/serve_bench" stages --model "$MODEL" --index "$dir" --queries "$QUERIES" \
+    --threads "$THREADS" --k "$K" | tee "$RESULTS/$label/stages.txt"
+done
+
+# ---- load: both servers, interleaved ------------------------------------------------------------
+
+for label in "${labels[@]}"; do
+  dir=$(awk -F'\t' -v l="$label" '$1 == l { print $3 }' "$RESULTS/indexes.tsv")
+  out="$RESULTS/$label"
+  echo
+  echo "== $label: starting mmsearch serve (--threads $THREADS) and the peer ($PEER_WORKERS gunicorn sync workers) =="
+  start_mmsearch "$dir" "$out/mmsearch.log"
+  start_peer "$dir" "$out/peer.log"
+  wait_healthy mmsearch "$mmsearch_pid" "$mmsearch_url" "$out/mmsearch.log"
+  wait_healthy peer "$peer_pid" "$peer_url" "$out/peer.log"
+  echo "mmsearch: pid $mmsearch_pid on $mmsearch_url; peer: pid $peer_pid on $peer_url"
+  mem_sample "$mmsearch_pid" >"$out/mmsearch-mem-start.txt"
+  mem_sample "$peer_pid" >"$out/peer-mem-start.txt"
+  scripts/bench/compare_answers.py "$mmsearch_url" "$peer_url" "$QUERIES" --k "$K" \
+    | tee "$out/agreement.json"
+
+  echo "-- ${DURATION} s per run after a ${WARMUP} s warm-up; wrk -t min(c, $WRK_THREADS), timeout ${WRK_TIMEOUT} s"
+  for c in $CONCURRENCY; do
+    for server in mmsearch peer; do
+      url_var="${server}_url"
+      # The warm-up starts elsewhere in the list (a quarter in), the measured run at its start.
+      if [ "$WARMUP" -gt 0 ]; then
+        run_wrk "${!url_var}" "$c" "$WARMUP" "$((QUERY_COUNT / 4))" "$out/$server-c$c-warmup.txt"
+      fi
+      # mmsearch's /metrics around the run: time in the server and micro-batch sizes.
+      if [ "$server" = mmsearch ]; then curl -sf "$mmsearch_url/metrics" >"$out/$server-c$c-metrics-before.txt"; fi
+      run_wrk "${!url_var}" "$c" "$DURATION" 0 "$out/$server-c$c.txt"
+      if [ "$server" = mmsearch ]; then curl -sf "$mmsearch_url/metrics" >"$out/$server-c$c-metrics-after.txt"; fi
+      printf '%-10s c=%-3d %-8s %s\n' "$label" "$c" "$server" "$(summary_line "$out/$server-c$c.txt")"
+    done
+  done
+
+  if [ "$SOAK" -gt 0 ] && [ "$(sed -n 's/^soak_index=//p' "$RESULTS/meta.env")" = "$label" ]; then
+    echo "-- soak: ${SOAK} s at c=$SOAK_CONCURRENCY per server, memory every 5 s"
+    for server in mmsearch peer; do
+      url_var="${server}_url"; pid_var="${server}_pid"
+      run_wrk "${!url_var}" "$SOAK_CONCURRENCY" "$SOAK" 0 "$out/$server-soak.txt" &
+      soak_job=$!
+      t0=$(date +%s.%N)
+      echo "0 $(mem_sample "${!pid_var}")" >"$out/$server-soak-mem.txt"
+      for ((s = 5; s <= SOAK; s += 5)); do
+        sleep "$(awk -v t0="$t0" -v s="$s" -v now="$(date +%s.%N)" 'BEGIN { d = t0 + s - now; print (d > 0 ? d : 0) }')"
+        echo "$s $(mem_sample "${!pid_var}")" >>"$out/$server-soak-mem.txt"
+      done
+      wait "$soak_job"
+      soak_job=""
+      printf '%-10s soak   %-8s %s\n' "$label" "$server" "$(summary_line "$out/$server-soak.txt")"
+    done
   fi
-}
-trap stop_server EXIT
-for _ in $(seq 600); do
-  curl -sf "$url/healthz" >/dev/null 2>&1 && break
-  kill -0 "$server" 2>/dev/null || { echo "bench_serve: the server exited:"; tail -5 "$RESULTS/server.log"; exit 1; }
-  sleep 0.2
-done
-curl -sf "$url/healthz" >/dev/null || { echo "bench_serve: the server did not come up"; exit 1; }
-echo
-echo "server: pid $server on $url, ${serve_args[*]}"
-
-# metric NAME_WITH_LABELS: its value in the server's /metrics now (0 when absent).
-metrics() { curl -sf "$url/metrics" >"$RESULTS/metrics.tmp" && mv "$RESULTS/metrics.tmp" "$RESULTS/metrics.txt"; }
-metric() { awk -v m="$1" '$1 == m { v = $2 } END { print v + 0 }' "$RESULTS/metrics.txt"; }
-route='route="/v1/search/text"'
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$server/status"; }
-
-# run_wrk NAME CONCURRENCY SECONDS: wrk's output in $RESULTS/NAME.txt; sets the globals
-# rps p50 p99 mean failures statuses and, from /metrics deltas, server_ms (mean time in the
-# server per search request), text_batch, search_batch (mean micro-batch sizes).
-run_wrk() {
-  local name=$1 c=$2 seconds=$3 t=$(($2 < 2 ? $2 : 2))
-  metrics
-  local s0 c0 tb0 tc0 sb0 sc0
-  s0=$(metric "mmsearch_http_request_duration_seconds_sum{$route}")
-  c0=$(metric "mmsearch_http_request_duration_seconds_count{$route}")
-  tb0=$(metric 'mmsearch_batch_size_sum{kind="text"}'); tc0=$(metric 'mmsearch_batch_size_count{kind="text"}')
-  sb0=$(metric 'mmsearch_batch_size_sum{kind="search"}'); sc0=$(metric 'mmsearch_batch_size_count{kind="search"}')
-  wrk -t"$t" -c"$c" -d"${seconds}s" --latency --timeout 10s -s "$LUA" "$url" -- "$QUERIES" "$K" \
-    >"$RESULTS/$name.txt" 2>&1
-  metrics
-  local line fail
-  line=$(grep '^RESULT ' "$RESULTS/$name.txt")
-  fail=$(grep '^FAILURES ' "$RESULTS/$name.txt")
-  field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
-  rps=$(field rps "$line"); p50=$(field p50_ms "$line"); p99=$(field p99_ms "$line")
-  mean=$(field mean_ms "$line"); requests=$(field requests "$line")
-  failures=$(field total "$fail"); statuses=$(field statuses "$fail")
-  server_ms=$(awk -v a="$s0" -v b="$(metric "mmsearch_http_request_duration_seconds_sum{$route}")" \
-    -v n0="$c0" -v n1="$(metric "mmsearch_http_request_duration_seconds_count{$route}")" \
-    'BEGIN { printf "%.3f", (n1 > n0 ? 1000 * (b - a) / (n1 - n0) : 0) }')
-  text_batch=$(awk -v a="$tb0" -v b="$(metric 'mmsearch_batch_size_sum{kind="text"}')" -v n0="$tc0" \
-    -v n1="$(metric 'mmsearch_batch_size_count{kind="text"}')" 'BEGIN { printf "%.1f", (n1 > n0 ? (b - a) / (n1 - n0) : 0) }')
-  search_batch=$(awk -v a="$sb0" -v b="$(metric 'mmsearch_batch_size_sum{kind="search"}')" -v n0="$sc0" \
-    -v n1="$(metric 'mmsearch_batch_size_count{kind="search"}')" 'BEGIN { printf "%.1f", (n1 > n0 ? (b - a) / (n1 - n0) : 0) }')
-  printf '%-8s c=%-3d %8s req/s  p50 %8s ms  p99 %8s ms  mean %8s ms  server %8s ms  batches text %5s search %5s  requests %s  failures %s (%s)\n' \
-    "$name" "$c" "$rps" "$p50" "$p99" "$mean" "$server_ms" "$text_batch" "$search_batch" "$requests" "$failures" "$statuses"
-}
-
-echo
-echo "== warm-up (5 s at concurrency 8) =="
-run_wrk warmup 8 5
-
-echo
-echo "== load: ${DURATION} s per concurrency, wrk threads min(c, 2), timeout 10 s =="
-declare -A R
-for c in $CONCURRENCY; do
-  run_wrk "c$c" "$c" "$DURATION"
-  R[$c]="$rps $p50 $p99 $failures $text_batch $search_batch $mean $server_ms"
+  curl -sf "$mmsearch_url/metrics" >"$out/mmsearch-metrics-end.txt"
+  mem_sample "$mmsearch_pid" >"$out/mmsearch-mem-end.txt"
+  mem_sample "$peer_pid" >"$out/peer-mem-end.txt"
+  stop_tree "$mmsearch_pid"; mmsearch_pid=""
+  stop_tree "$peer_pid"; peer_pid=""
 done
 
-soak_line="(no soak)"
-if [ "$SOAK" -gt 0 ]; then
-  echo
-  echo "== soak: ${SOAK} s at concurrency $SOAK_CONCURRENCY, server RSS every 5 s =="
-  rss=("$(rss_kib)")
-  run_wrk soak "$SOAK_CONCURRENCY" "$SOAK" &
-  soak_job=$!
-  for ((s = 5; s <= SOAK; s += 5)); do
-    sleep 5
-    rss+=("$(rss_kib)")
-  done
-  wait "$soak_job"
-  # run_wrk ran in a subshell: read its figures back from its output.
-  line=$(grep '^RESULT ' "$RESULTS/soak.txt"); fail=$(grep '^FAILURES ' "$RESULTS/soak.txt")
-  soak_rps=$(sed -n 's/.* rps=\([^ ]*\).*/\1/p' <<<"$line")
-  soak_p99=$(sed -n 's/.* p99_ms=\([^ ]*\).*/\1/p' <<<"$line")
-  soak_requests=$(sed -n 's/.* requests=\([^ ]*\).*/\1/p' <<<"$line")
-  soak_failures=$(sed -n 's/.* total=\([^ ]*\).*/\1/p' <<<"$fail")
-  printf 'RSS MiB (t=0,5,10,... s):'
-  for v in "${rss[@]}"; do printf ' %.1f' "$(awk -v k="$v" 'BEGIN { print k / 1024 }')"; done
-  echo
-  rss_first=$(awk -v k="${rss[0]}" 'BEGIN { printf "%.1f", k / 1024 }')
-  rss_last=$(awk -v k="${rss[${#rss[@]} - 1]}" 'BEGIN { printf "%.1f", k / 1024 }')
-  rss_max=$(printf '%s\n' "${rss[@]}" | sort -n | tail -1 | awk '{ printf "%.1f", $1 / 1024 }')
-  echo "RSS first $rss_first MiB, last $rss_last MiB, max $rss_max MiB"
-  soak_line="$soak_requests requests, $soak_rps req/s, p99 $soak_p99 ms, failures $soak_failures; RSS first/last/max $rss_first/$rss_last/$rss_max MiB"
-fi
-
+echo "load_end=$(load)" >>"$RESULTS/meta.env"
+echo "finished_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$RESULTS/meta.env"
 echo
-echo "== micro-batches over the whole run (/metrics mmsearch_batch_size) =="
-metrics
-for kind in text search; do
-  n=$(metric "mmsearch_batch_size_count{kind=\"$kind\"}"); s=$(metric "mmsearch_batch_size_sum{kind=\"$kind\"}")
-  printf '%-6s %8d batches, %9d jobs, mean %.1f;  batches of size <=:' "$kind" "$n" "$s" \
-    "$(awk -v s="$s" -v n="$n" 'BEGIN { print n ? s / n : 0 }')"
-  for le in 1 2 4 8 16 32 64; do
-    printf ' %s:%d' "$le" "$(metric "mmsearch_batch_size_bucket{kind=\"$kind\",le=\"$le\"}")"
-  done
-  echo
-done
-echo "server-side statuses (access log):"
-grep -o '"status":[0-9]*' "$RESULTS/server.log" | sort | uniq -c | sed 's/^/  /'
-
-# Stage shares at concurrency 1. With one client there is no batching (every batch holds one
-# job), so a request's time is the sum of its parts, and shares are taken of the MEAN latency
-# wrk measured at c=1 (means add up; medians do not):
-#   tokenize, text encode, FAISS search, catalog lookups (resolve the k hits): the in-process
-#     medians at batch 1 from serve_bench stages;
-#   rest of the handler: the mean time inside the server from /metrics (request parsed ..
-#     response written) minus all of the above: JSON, hand-offs between the HTTP thread and
-#     the batch worker, scheduling (a lone job runs at once: no batch timer);
-#   outside the handler: wrk's mean minus the server's: the socket, TCP, wrk itself.
-# The last two are "HTTP + queueing".
-shares_line="(concurrency 1 not run)"
-if [ -n "${R[1]:-}" ]; then
-  read -r _ p50_1 _ _ _ _ mean_1 server_1 <<<"${R[1]}"
-  tok=$(stage tokenize 1); enc=$(stage encode 1); sea=$(stage search 1); res=$(stage resolve 1)
-  echo
-  echo "== where a request's time goes at concurrency 1 (mean $mean_1 ms, p50 $p50_1 ms) =="
-  awk -v m="$mean_1" -v tok="$tok" -v enc="$enc" -v sea="$sea" -v res="$res" \
-    -v server="$server_1" 'BEGIN {
-      handler = server - tok - enc - sea - res
-      outside = m - server
-      http = handler + outside
-      row("tokenize", tok); row("text encode", enc); row("FAISS search", sea)
-      row("catalog lookups (resolve k hits)", res)
-      row("HTTP + queueing", http)
-      row("  rest of the handler", handler)
-      row("  outside the handler (socket, TCP)", outside)
-      printf "tokenize %.1f%%, encode %.1f%%, search %.1f%% (+ lookups %.1f%%), HTTP+queueing %.1f%% (handler %.1f%%, outside handler %.1f%%) of the mean %.2f ms", \
-        100 * tok / m, 100 * enc / m, 100 * sea / m, 100 * res / m, 100 * http / m,
-        100 * handler / m, 100 * outside / m, m
-    }
-    function row(name, ms) { printf "  %-38s %8.3f ms %6.1f%%\n", name, ms, 100 * ms / m }' >"$RESULTS/shares.txt"
-  sed '$d' "$RESULTS/shares.txt"
-  shares_line=$(tail -1 "$RESULTS/shares.txt")
-fi
-
-load_end="$(load)"
-index_type=$(sed -n 's/.*type \([^ ]*\) (requested.*/\1/p' "$RESULTS/index.txt")
-echo
-echo "== summary =="
-echo "index: $ITEMS synthetic items, $index_type; model $MODEL; serve --threads $THREADS${HTTP_THREADS:+ --http-threads $HTTP_THREADS}"
-echo "machine: $(nproc) cores; load average at start $load_start, at end $load_end"
-printf '%-6s %10s %10s %10s %9s %12s %12s\n' conc 'req/s' 'p50 ms' 'p99 ms' failures 'text batch' 'search batch'
-for c in $CONCURRENCY; do
-  read -r a b d e f g _ _ <<<"${R[$c]}"
-  printf '%-6s %10s %10s %10s %9s %12s %12s\n' "$c" "$a" "$b" "$d" "$e" "$f" "$g"
-done
-echo "soak ${SOAK} s at c=$SOAK_CONCURRENCY: $soak_line"
-echo "stage shares at c=1: $shares_line"
-echo "per-query in process (ms): tokenize $(stage tokenize 1); encode b1 $(stage encode 1), b8 $(stage encode 8), b64 $(stage encode 64); search b1 $(stage search 1), b8 $(stage search 8), b64 $(stage search 64); lookups $(stage resolve 1)"
+scripts/bench/serve_report.py "$RESULTS"

@@ -7,7 +7,7 @@ cd "$root"
 
 # libopenblas0-openmp matters: Debian's LibTorch links the generic libblas.so.3, and without
 # OpenBLAS that is the reference BLAS (about 20x slower matrix products). chromium is for the
-# web page's browser test (tests/service_browser_cli_test.cc), driven by playwright-core. The
+# web page's browser test (tests/service_browser_cli_slow_test.cc), driven by playwright-core. The
 # python3-* packages and gunicorn run the PyTorch reference of the model (scripts/python/),
 # its test (tests/python_reference_test.py) and the Python peer service of the benchmarks.
 packages=(
@@ -20,6 +20,7 @@ packages=(
   python3 curl chromium librsvg2-bin
   python3-torch python3-numpy python3-opencv python3-sentencepiece python3-faiss
   python3-flask gunicorn
+  clang-14 libfuzzer-14-dev libomp-14-dev  # scripts/fuzz.sh: clang, libFuzzer, clang's OpenMP
 )
 # Node.js and npm for the browser test's driver: the machine's own if it has them, else Debian's.
 command -v npm >/dev/null || packages+=(nodejs npm)

@@ -1,9 +1,41 @@
 #!/usr/bin/env bash
 # Sets up if needed, builds, and runs every test (fast and slow tiers).
-#   scripts/test.sh            # everything, as CI runs it
-#   scripts/test.sh -L fast    # extra arguments go to ctest
+#   scripts/test.sh                               # everything, as CI runs it
+#   scripts/test.sh -L fast                       # the developer loop: unit and in-process tests
+#   scripts/test.sh --sanitize address,undefined  # ASan + UBSan build in build-asan/, then tests
+#   scripts/test.sh --sanitize thread -L fast     # TSan build in build-tsan/
+# Other arguments go to ctest. A sanitizer report fails the test that triggered it;
+# tests/sanitizer/*.supp lists the only suppressions (third-party code, with the reason).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+sanitize=""
+args=()
+while (($#)); do
+  case "$1" in
+    --sanitize) sanitize="${2:?--sanitize needs a list, e.g. address,undefined}"; shift 2 ;;
+    --sanitize=*) sanitize="${1#--sanitize=}"; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+
 "$root/scripts/setup.sh"
-cd "$root/build"
-ctest --output-on-failure -j "$(nproc)" --timeout 900 "$@"
+build="$root/build"
+if [ -n "$sanitize" ]; then
+  case "$sanitize" in
+    address,undefined|undefined,address|address|undefined) build="$root/build-asan" ;;
+    thread) build="$root/build-tsan" ;;
+    *) echo "test.sh: --sanitize takes address,undefined or thread, not '$sanitize'" >&2; exit 2 ;;
+  esac
+  # The sanitized libraries and tests; the model and data stay the release build's.
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DMMSEARCH_SANITIZE="${sanitize//,/;}" >/dev/null
+  cmake --build "$build" -j "${MMSEARCH_JOBS:-$(nproc)}"
+  supp="$root/tests/sanitizer"
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0"
+  export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
+  export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$supp/ubsan.supp"
+  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp"
+fi
+cd "$build"
+ctest --output-on-failure -j "$(nproc)" --timeout 900 "${args[@]+"${args[@]}"}"

@@ -1,5 +1,6 @@
 #include "service/http_core.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
@@ -13,6 +14,7 @@
 #include <boost/beast/http.hpp>
 #include <cctype>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -107,7 +109,9 @@ struct HttpCore::Impl {
   void accept();
   void on_accept(beast::error_code ec, tcp::socket socket);
   void begin_stop();
+  void close_idle_sessions();
   void wait_for_in_flight();
+  void run_io();
 
   const HttpCoreLimits limits;
   const Admit admit;
@@ -124,7 +128,9 @@ struct HttpCore::Impl {
   std::atomic<int32_t> connections{0};
   std::mutex mutex;  // guards the two below
   std::unordered_map<std::string, int32_t> per_client;
-  std::unordered_set<std::shared_ptr<Session>> sessions;  // weak in spirit: erased on close
+  // Every open connection, so that stop() can close the idle ones. Weak: a connection lives
+  // as long as an operation of its own is pending, and leaves this map when destroyed.
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
 };
 
 namespace {
@@ -137,15 +143,20 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, HttpCore::Impl& core, std::string client, bool loopback)
       : stream_(std::move(socket)),
-        buffer_(static_cast<size_t>(core.limits.max_header_bytes) + (64 << 10)),
+        // Holds a header or a chunked body's trailer whole (the body itself is moved out as
+        // it is parsed), so it bounds both; kept under 64 KiB (see max_header_bytes).
+        buffer_(static_cast<size_t>(
+            std::clamp<int64_t>(core.limits.max_header_bytes + 1024, 4096, 63 << 10))),
         core_(core),
         client_(std::move(client)),
         loopback_(loopback) {}
 
   ~Session() {
+    if (counted_) core_.in_flight.fetch_sub(1);
     core_.connections.fetch_sub(1);
+    std::lock_guard<std::mutex> lock(core_.mutex);
+    core_.sessions.erase(this);
     if (!loopback_) {
-      std::lock_guard<std::mutex> lock(core_.mutex);
       auto it = core_.per_client.find(client_);
       if (it != core_.per_client.end() && --it->second <= 0) core_.per_client.erase(it);
     }
@@ -376,11 +387,6 @@ class Session : public std::enable_shared_from_this<Session> {
   void close() {
     beast::error_code ignored;
     stream_.socket().close(ignored);
-    if (!closed_) {
-      closed_ = true;
-      std::lock_guard<std::mutex> lock(core_.mutex);
-      core_.sessions.erase(shared_from_this());
-    }
   }
 
   beast::tcp_stream stream_;
@@ -397,7 +403,6 @@ class Session : public std::enable_shared_from_this<Session> {
   bool busy_ = false;       // a request is being answered
   bool counted_ = false;    // this request is counted in core_.in_flight
   bool keep_alive_ = true;  // as the client asked
-  bool closed_ = false;
   size_t drained_ = 0;
   std::array<char, 8192> drain_{};
 };
@@ -437,7 +442,7 @@ void HttpCore::Impl::on_accept(beast::error_code ec, tcp::socket socket) {
   auto session = std::make_shared<Session>(std::move(socket), *this, std::move(client), loopback);
   {
     std::lock_guard<std::mutex> lock(mutex);
-    sessions.insert(session);
+    sessions.emplace(session.get(), session);
   }
   session->start(refusal);
   accept();
@@ -448,13 +453,19 @@ void HttpCore::Impl::begin_stop() {
   beast::error_code ignored;
   acceptor.close(ignored);
   retry_timer.cancel();
+  close_idle_sessions();
+  wait_for_in_flight();
+}
+
+void HttpCore::Impl::close_idle_sessions() {
   std::vector<std::shared_ptr<Session>> open;
   {
     std::lock_guard<std::mutex> lock(mutex);
-    open.assign(sessions.begin(), sessions.end());
+    for (const auto& [raw, weak] : sessions) {
+      if (auto s = weak.lock()) open.push_back(std::move(s));
+    }
   }
   for (const auto& s : open) s->close_if_idle();
-  wait_for_in_flight();
 }
 
 void HttpCore::Impl::wait_for_in_flight() {
@@ -462,12 +473,7 @@ void HttpCore::Impl::wait_for_in_flight() {
   // threads may run out of work and return.
   if (in_flight.load() == 0) {
     work.reset();
-    std::vector<std::shared_ptr<Session>> open;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      open.assign(sessions.begin(), sessions.end());
-    }
-    for (const auto& s : open) s->close_if_idle();
+    close_idle_sessions();
     return;
   }
   drain_timer.expires_after(std::chrono::milliseconds(10));
@@ -506,13 +512,27 @@ int HttpCore::port() const {
   return impl_->acceptor.local_endpoint(ec).port();
 }
 
+// Runs the I/O loop until it runs out of work. An exception thrown inside an I/O operation
+// (Boost.Beast 1.74 throws std::length_error for a chunked trailer field over 64 KiB) ends
+// only the connection it belongs to: its operation is gone, so is the last reference to it.
+void HttpCore::Impl::run_io() {
+  for (;;) {
+    try {
+      ioc.run();
+      return;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mmsearch serve: a connection failed and was closed: %s\n", e.what());
+    }
+  }
+}
+
 void HttpCore::run() {
   impl_->accept();
   std::vector<std::thread> threads;
   for (int32_t i = 1; i < impl_->limits.io_threads; ++i) {
-    threads.emplace_back([this] { impl_->ioc.run(); });
+    threads.emplace_back([this] { impl_->run_io(); });
   }
-  impl_->ioc.run();
+  impl_->run_io();
   for (std::thread& t : threads) t.join();
   impl_->workers.shutdown();
 }

@@ -2,6 +2,7 @@
 // API key, CORS, each route's body limit), the access log and metrics, and run_serve.
 #include "service/http_server.h"
 
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <boost/asio/io_context.hpp>
@@ -230,6 +231,11 @@ Admission HttpService::admit(HttpRequest& req) {
     a.early = std::move(res);
     return a;
   };
+  // Two Host headers are refused (RFC 9112 3.2): a proxy could route by one while the
+  // check below reads the other.
+  int hosts = 0;
+  for (const auto& header : req.headers) hosts += header.first == "host";
+  if (hosts > 1) return early(error_response(400, "invalid_argument", "more than one Host header"));
   // A request without Host (HTTP/1.0 tools) is served: browsers always send one, so the
   // check still stops DNS rebinding.
   if (!req.header("host").empty() && !host_allowed(req.header("host"), hosts_)) {
@@ -621,6 +627,10 @@ void raise_descriptor_limit() {
 
 void run_serve(const ServeOptions& options) {
   raise_descriptor_limit();
+  // Buffers of 1 MiB and more (request bodies) come from mmap and go back to the system when
+  // freed; glibc would otherwise raise this threshold after the first large free and keep
+  // later ones in the heap.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   set_compute_threads(options.threads);
   const std::unique_ptr<Embedder> embedder = Embedder::load(options.model_dir);
   const std::unique_ptr<Collection> collection =

@@ -1,12 +1,19 @@
 -- wrk script for scripts/bench_serve.sh: POST /v1/search/text with JSON bodies
--- {"query": TEXT, "k": K, "target": "images"}, cycling through the query texts of a file (one a
--- line; the same file serve_bench's `stages` reads), each wrk thread from its own offset.
---   wrk -t2 -c8 -d20s --timeout 10s -s scripts/bench/search_text.lua URL -- QUERIES_FILE [K]
+-- {"query": TEXT, "k": K, "target": "images"}, rotating through the query texts of a file (one
+-- a line, made by scripts/bench/make_queries.py):
+--   wrk -tT -cC -d20s --timeout 10s -s scripts/bench/search_text.lua URL -- QUERIES_FILE K OFFSET T
+-- The N texts are split into T contiguous slices, one per wrk thread (T must be wrk's -t), and
+-- each thread cycles through its own slice from position OFFSET (mod the slice's length). So
+-- no two consecutive requests of a thread repeat a text, no two threads ever send the same
+-- text, requests in flight at the same time are distinct while C / T < N / T, and together the
+-- threads cycle through the whole file: nothing a server might cache is asked twice until the
+-- whole list has gone by. The same arguments give every server the same sequence.
 -- Any response that is not 2xx counts as a failure (wrk's own "Non-2xx or 3xx" line only
--- counts >= 400). done() prints two machine-readable lines:
+-- counts >= 400). done() prints three machine-readable lines:
 --   RESULT requests=N duration_s=S rps=R mean_ms=.. p50_ms=.. p90_ms=.. p99_ms=.. max_ms=..
 --   FAILURES total=N non2xx=N connect=N read=N write=N timeout=N statuses=CODE:COUNT,...
--- (total = non-2xx responses + socket errors).
+--   QUERIES distinct=N sent=N cycles=X
+-- (total = non-2xx responses + socket errors; cycles = sent / distinct).
 
 local threads = {}
 local next_id = 0
@@ -26,29 +33,40 @@ local function json_string(s)
   return '"' .. s .. '"'
 end
 
-local requests = {}
+local slice = {}  -- this thread's prepared requests
 local position = 0
+distinct = 0  -- texts in the whole file
+sent = 0
 non2xx = 0
 statuses = ""
 local by_status = {}
 
 function init(args)
-  local path = args[1] or "scripts/bench/queries.txt"
+  local path = assert(args[1], "usage: -- QUERIES_FILE [K] [OFFSET] [THREADS]")
   local k = tonumber(args[2] or "10")
-  local headers = { ["Content-Type"] = "application/json" }
+  local offset = tonumber(args[3] or "0")
+  local nthreads = tonumber(args[4] or "1")
+  assert(id < nthreads, "THREADS (" .. nthreads .. ") must equal wrk's -t")
+  local texts = {}
   for line in io.lines(path) do
-    if line ~= "" then
-      local body = '{"query": ' .. json_string(line) .. ', "k": ' .. k .. ', "target": "images"}'
-      table.insert(requests, wrk.format("POST", "/v1/search/text", headers, body))
-    end
+    if line ~= "" then table.insert(texts, line) end
   end
-  assert(#requests > 0, "no query texts in " .. path)
-  position = (id * 7) % #requests
+  distinct = #texts
+  assert(distinct >= 2 * nthreads, "too few query texts in " .. path)
+  local first = math.floor(id * distinct / nthreads) + 1
+  local last = math.floor((id + 1) * distinct / nthreads)
+  local headers = { ["Content-Type"] = "application/json" }
+  for i = first, last do
+    local body = '{"query": ' .. json_string(texts[i]) .. ', "k": ' .. k .. ', "target": "images"}'
+    table.insert(slice, wrk.format("POST", "/v1/search/text", headers, body))
+  end
+  position = offset % #slice
 end
 
 function request()
-  position = position % #requests + 1
-  return requests[position]
+  position = position % #slice + 1
+  sent = sent + 1
+  return slice[position]
 end
 
 function response(status, headers, body)
@@ -62,9 +80,11 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests_)
-  local failed, counts, codes = 0, {}, {}
+  local failed, total_sent, distinct_, counts, codes = 0, 0, 0, {}, {}
   for _, thread in ipairs(threads) do
     failed = failed + thread:get("non2xx")
+    total_sent = total_sent + thread:get("sent")
+    distinct_ = thread:get("distinct")
     for code, n in string.gmatch(thread:get("statuses"), "(%d+):(%d+)") do
       counts[code] = (counts[code] or 0) + tonumber(n)
     end
@@ -81,4 +101,6 @@ function done(summary, latency, requests_)
     "FAILURES total=%d non2xx=%d connect=%d read=%d write=%d timeout=%d statuses=%s\n",
     failed + e.connect + e.read + e.write + e.timeout, failed, e.connect, e.read, e.write,
     e.timeout, #codes > 0 and table.concat(codes, ",") or "-"))
+  io.write(string.format("QUERIES distinct=%d sent=%d cycles=%.2f\n", distinct_, total_sent,
+    distinct_ > 0 and total_sent / distinct_ or 0))
 end
