@@ -6,12 +6,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <map>
 #include <thread>
 #include <utility>
 
 #include "common/error.h"
-#include "encoders/embedder.h"
+#include "encoders/embedder.h"  // Embedder, set_compute_threads
 
 namespace mms {
 namespace {
@@ -51,12 +52,14 @@ struct SearchJob : Outcome<std::vector<SearchHit>> {
   int32_t k;
 };
 
-// One kind of job. Touched only on the worker thread (the io_context runs on it alone), so
-// it needs no lock.
+// One kind of job. Touched only through its strand, so it needs no lock; its batches run on
+// any worker, outside the strand.
 template <typename Job>
 struct Lane {
-  Lane(asio::io_context& io, const char* kind) : timer(io), kind(kind) {}
+  Lane(asio::io_context& io, const char* kind)
+      : strand(asio::make_strand(io)), timer(strand), kind(kind) {}
   std::vector<std::shared_ptr<Job>> pending;
+  asio::strand<asio::io_context::executor_type> strand;
   asio::steady_timer timer;
   uint64_t generation = 0;  // a timer handler from an older generation is stale
   bool armed = false;
@@ -83,7 +86,12 @@ struct Batcher::Impl {
         text_searches(io, "text"),
         images(io, "image"),
         searches(io, "search") {
-    worker = std::thread([this] { io.run(); });
+    for (int32_t i = 0; i < std::max(1, options.workers); ++i) {
+      workers.emplace_back([this] {
+        if (this->options.workers > 1) set_compute_threads(1);
+        io.run();
+      });
+    }
   }
 
   void reserve_slot() {
@@ -95,17 +103,18 @@ struct Batcher::Impl {
   }
 
   // Waiting for company only pays when there is some: a job that arrives while nothing else
-  // is on its way to the worker, in a lane whose last batch was a single job, runs at once
-  // (a lone request does not pay flush_after per stage). Otherwise the lane lingers up to
-  // flush_after for more jobs, and jobs that arrive while a batch runs form the next one.
+  // is on its way, in a lane whose last batch was a single job, with a worker free, runs at
+  // once (a lone request does not pay flush_after per stage). Otherwise the lane lingers up
+  // to flush_after for more jobs.
   template <typename Job>
   void enqueue(Lane<Job>& lane, std::shared_ptr<Job> job) {
     in_flight.fetch_add(1);
-    asio::post(io, [this, &lane, job] {
+    asio::post(lane.strand, [this, &lane, job] {
       const bool alone = in_flight.fetch_sub(1) == 1;
       lane.pending.push_back(job);
+      const bool worker_free = running.load() < std::max(1, options.workers);
       if (static_cast<int32_t>(lane.pending.size()) >= options.max_batch ||
-          (alone && lane.last_batch <= 1 && lane.pending.size() == 1)) {
+          (alone && worker_free && lane.last_batch <= 1 && lane.pending.size() == 1)) {
         flush(lane);
       } else if (!lane.armed) {
         lane.armed = true;
@@ -129,14 +138,18 @@ struct Batcher::Impl {
       std::vector<std::shared_ptr<Job>> batch(lane.pending.begin(), lane.pending.begin() + n);
       lane.pending.erase(lane.pending.begin(), lane.pending.begin() + n);
       lane.last_batch = n;
-      if (observer) observer(lane.kind, static_cast<int64_t>(n));
-      try {
-        run(batch);
-      } catch (...) {
-        fail_all(batch, std::current_exception());
-      }
-      depth.fetch_sub(static_cast<int64_t>(n));
-      for (auto& job : batch) job->deliver();
+      running.fetch_add(1);
+      asio::post(io, [this, kind = lane.kind, batch = std::move(batch)]() mutable {
+        if (observer) observer(kind, static_cast<int64_t>(batch.size()));
+        try {
+          run(batch);
+        } catch (...) {
+          fail_all(batch, std::current_exception());
+        }
+        running.fetch_sub(1);
+        depth.fetch_sub(static_cast<int64_t>(batch.size()));
+        for (auto& job : batch) job->deliver();
+      });
     }
   }
 
@@ -223,8 +236,9 @@ struct Batcher::Impl {
   Lane<ImageJob> images;
   Lane<SearchJob> searches;
   std::atomic<int64_t> depth{0};
-  std::atomic<int64_t> in_flight{0};  // jobs posted to the worker that it has not taken yet
-  std::thread worker;
+  std::atomic<int64_t> in_flight{0};  // jobs posted to a lane that it has not taken yet
+  std::atomic<int32_t> running{0};    // batches handed to the workers and not yet done
+  std::vector<std::thread> workers;
 };
 
 Batcher::Batcher(const Embedder& embedder, const Collection& collection,
@@ -232,8 +246,8 @@ Batcher::Batcher(const Embedder& embedder, const Collection& collection,
     : impl_(std::make_unique<Impl>(embedder, collection, options, std::move(observer))) {}
 
 Batcher::~Batcher() {
-  impl_->work.reset();  // the worker finishes what is queued (timers included), then returns
-  impl_->worker.join();
+  impl_->work.reset();  // the workers finish what is queued (timers included), then return
+  for (std::thread& t : impl_->workers) t.join();
 }
 
 std::future<std::vector<float>> Batcher::embed_text(std::string text) {

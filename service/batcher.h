@@ -27,6 +27,10 @@ struct BatcherOptions {
   int32_t max_batch = 64;  // jobs of one kind run together at most
   std::chrono::microseconds flush_after{2000};
   int64_t max_queue = 512;  // jobs queued or running, all kinds together
+  // Threads that run batches, each with one compute thread of its own (LibTorch and FAISS):
+  // on a small machine two single-threaded workers keep both cores busy without the
+  // barrier stalls of one worker's two-thread pool when other processes share the cores.
+  int32_t workers = 1;
 };
 
 // Called with each batch's kind ("text", "image", "search") and size, from the worker.

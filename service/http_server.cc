@@ -631,11 +631,14 @@ void run_serve(const ServeOptions& options) {
   // freed; glibc would otherwise raise this threshold after the first large free and keep
   // later ones in the heap.
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
-  set_compute_threads(options.threads);
+  // --threads N: N batch workers of one compute thread each (service/batcher.h).
+  ServeOptions effective = options;
+  effective.limits.batch.workers = std::max(1, options.threads);
+  set_compute_threads(1);
   const std::unique_ptr<Embedder> embedder = Embedder::load(options.model_dir);
   const std::unique_ptr<Collection> collection =
       Collection::open_for_search(options.index_dir, embedder->fingerprint());
-  HttpService service(options, *embedder, *collection);
+  HttpService service(effective, *embedder, *collection);
   service.run();
 }
 

@@ -54,7 +54,7 @@ struct ServeOptions {
   std::vector<std::string> allow_hosts;
   // When set, responses allow this browser origin (CORS) and OPTIONS preflights are answered.
   std::string cors_origin;
-  int threads = 1;  // compute threads (LibTorch intra-op)
+  int threads = 1;  // batch workers, each with one compute thread (LibTorch and FAISS)
   ServeLimits limits;
 };
 
