@@ -5,7 +5,9 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <string_view>
 #include <tuple>
+#include <unordered_map>
 
 #include "common/error.h"
 #include "common/hash.h"
@@ -36,16 +38,41 @@ struct MemoryTensors {
   std::shared_ptr<const KeySearch> image_search, text_search;
 };
 
+// Identical key rows (one image or text in two sources) merged into the first: its value
+// then gathers the pairs of all of them. Left apart, a lookup tied between two copies with
+// different values would be decided by scan order, so that the exact top-k of a lone query
+// (KeySearch) and of a batch (a matrix product) could differ. Returns the unique rows, in
+// order of first appearance, and each old row's new index.
+std::pair<std::vector<float>, std::vector<int64_t>> merge_identical_rows(
+    const std::vector<float>& keys, int64_t dim) {
+  const int64_t n = static_cast<int64_t>(keys.size()) / dim;
+  const size_t row_bytes = static_cast<size_t>(dim) * sizeof(float);
+  std::unordered_map<std::string_view, int64_t> first;
+  std::vector<int64_t> canonical(static_cast<size_t>(n));
+  std::vector<float> unique;
+  for (int64_t r = 0; r < n; ++r) {
+    const std::string_view row(reinterpret_cast<const char*>(keys.data() + r * dim), row_bytes);
+    const auto [it, added] = first.emplace(row, static_cast<int64_t>(first.size()));
+    if (added) unique.insert(unique.end(), keys.begin() + r * dim, keys.begin() + (r + 1) * dim);
+    canonical[r] = it->second;
+  }
+  return {std::move(unique), std::move(canonical)};
+}
+
 MemoryTensors memory_tensors(const EmbeddingMemory& m) {
-  const int64_t ni = m.n_images(), nt = m.n_texts(), d = m.dim;
+  const int64_t d = m.dim;
+  auto [image_keys, image_row] = merge_identical_rows(m.image_keys, d);
+  auto [text_keys, text_row] = merge_identical_rows(m.text_keys, d);
+  const int64_t ni = static_cast<int64_t>(image_keys.size()) / d;
+  const int64_t nt = static_cast<int64_t>(text_keys.size()) / d;
   MemoryTensors t;
   t.settings = m.settings;
-  t.image_keys = torch::from_blob(const_cast<float*>(m.image_keys.data()), {ni, d}).clone();
-  t.text_keys = torch::from_blob(const_cast<float*>(m.text_keys.data()), {nt, d}).clone();
+  t.image_keys = torch::from_blob(image_keys.data(), {ni, d}).clone();
+  t.text_keys = torch::from_blob(text_keys.data(), {nt, d}).clone();
   std::vector<int64_t> image_rows, text_rows;
   for (const auto& [i, j] : m.pairs) {
-    image_rows.push_back(i);
-    text_rows.push_back(j);
+    image_rows.push_back(image_row.at(i));
+    text_rows.push_back(text_row.at(j));
   }
   const torch::Tensor ii = torch::tensor(image_rows, torch::kLong);
   const torch::Tensor tt = torch::tensor(text_rows, torch::kLong);
@@ -146,7 +173,7 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_
       const std::string settings =
           std::to_string(m.settings.k) + "/" + std::to_string(m.settings.temperature) + "/" +
           std::to_string(m.settings.weight) + "/" + std::to_string(m.settings.gate_low) + "/" +
-          std::to_string(m.settings.gate_high);
+          std::to_string(m.settings.gate_high) + "/merged-keys";
       hash = fnv1a64(settings.data(), settings.size(), hash);
     }
   }

@@ -62,8 +62,7 @@ void check_consistent(const EmbeddingMemory& m, const std::string& what) {
   check_memory_settings(m.settings);
 }
 
-std::string metadata_value(const SafeTensors& st, const std::string& key,
-                           const std::string& path) {
+std::string metadata_value(const SafeTensors& st, const std::string& key, const std::string& path) {
   auto it = st.metadata.find(key);
   if (it == st.metadata.end()) {
     throw Error::corrupt("memory '" + path + "': the header has no '" + key + "' setting");
@@ -88,7 +87,8 @@ EmbeddingMemory from_safetensors(const SafeTensors& st, const std::string& path,
 }  // namespace
 
 void check_memory_settings(const MemorySettings& s) {
-  if (s.k < 1) throw Error::invalid_argument("memory k must be at least 1, got " + std::to_string(s.k));
+  if (s.k < 1)
+    throw Error::invalid_argument("memory k must be at least 1, got " + std::to_string(s.k));
   if (!(s.temperature > 0) || !std::isfinite(s.temperature)) {
     throw Error::invalid_argument("memory temperature must be positive, got " +
                                   std::to_string(s.temperature));
@@ -176,7 +176,12 @@ EmbeddingMemory from_safetensors(const SafeTensors& st, const std::string& path,
     std::memcpy(row, pairs.bytes.data() + p * 8, 8);
     m.pairs[p] = {row[0], row[1]};
   }
-  m.settings.k = static_cast<int32_t>(parse_number(metadata_value(st, "k", path), "k", path));
+  const double k = parse_number(metadata_value(st, "k", path), "k", path);
+  if (!(k >= 1 && k <= 1024) || k != std::floor(k)) {
+    throw Error::corrupt("memory '" + path + "': setting 'k' must be an integer in 1..1024, got " +
+                         metadata_value(st, "k", path));
+  }
+  m.settings.k = static_cast<int32_t>(k);
   m.settings.temperature =
       parse_number(metadata_value(st, "temperature", path), "temperature", path);
   m.settings.weight = parse_number(metadata_value(st, "weight", path), "weight", path);

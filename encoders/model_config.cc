@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/json_read.h"
 
 namespace mms {
 namespace {
@@ -25,7 +26,7 @@ void reject_unknown(const json& j, const std::set<std::string>& known, const std
 
 template <typename T>
 void read(const json& j, const char* key, T& out) {
-  if (j.contains(key)) out = j.at(key).get<T>();
+  if (j.contains(key)) out = json_get<T>(j.at(key), key);
 }
 
 void require_positive(int64_t value, const std::string& key, const std::string& name) {

@@ -240,7 +240,8 @@ void sync_target(Collection::Impl& impl, Target target, bool best_effort) {
     if (current.index && current.generation == s.row->generation && current.stamp == s.row->stamp) {
       if (stamp_faiss_file(path) == s.row->stamp) return;  // loaded, and the file is intact
     } else if (auto index = read_verified_faiss_file(path, s.row->stamp, impl.dim, s.count)) {
-      swap_in(impl, target, {std::move(index), s.row->index_type, s.row->stamp, s.generation});
+      swap_in(impl, target,
+              {std::move(index), s.row->index_type, s.row->stamp, s.generation, nullptr});
       return;
     }
   }
@@ -256,7 +257,7 @@ void sync_target(Collection::Impl& impl, Target target, bool best_effort) {
   } catch (const Error&) {
     if (!best_effort) throw;
   }
-  swap_in(impl, target, {std::move(built.index), built.type, stamp, fresh.generation});
+  swap_in(impl, target, {std::move(built.index), built.type, stamp, fresh.generation, nullptr});
 }
 
 }  // namespace
@@ -292,7 +293,8 @@ bool Collection::reload_indexes() {
     }
     const std::string path = (fs::path(impl.dir) / spec(target).file).string();
     if (auto index = read_verified_faiss_file(path, s.row->stamp, impl.dim, s.count)) {
-      swap_in(impl, target, {std::move(index), s.row->index_type, s.row->stamp, s.generation});
+      swap_in(impl, target,
+              {std::move(index), s.row->index_type, s.row->stamp, s.generation, nullptr});
       changed = true;
     }
   }

@@ -133,8 +133,13 @@ struct Batcher::Impl {
     lane.armed = false;
     ++lane.generation;
     lane.timer.cancel();
+    // What is pending is shared among the workers: 8 queries on 2 workers run as two batches
+    // of 4 on both cores, not one batch of 8 on one core while the other idles.
+    const size_t workers = static_cast<size_t>(std::max(1, options.workers));
+    const size_t share = (lane.pending.size() + workers - 1) / workers;
     while (!lane.pending.empty()) {
-      const size_t n = std::min(lane.pending.size(), static_cast<size_t>(options.max_batch));
+      const size_t n =
+          std::min({lane.pending.size(), share, static_cast<size_t>(options.max_batch)});
       std::vector<std::shared_ptr<Job>> batch(lane.pending.begin(), lane.pending.begin() + n);
       lane.pending.erase(lane.pending.begin(), lane.pending.begin() + n);
       lane.last_batch = n;

@@ -96,8 +96,10 @@ TEST_F(MemoryTest, FileRoundTripKeepsKeysPairsAndSettings) {
   EXPECT_DOUBLE_EQ(back.settings.gate_low, 0.75);
   EXPECT_DOUBLE_EQ(back.settings.gate_high, 0.9);
   // Keys are stored in half precision: within its rounding of values below 1.
-  for (size_t i = 0; i < m.image_keys.size(); ++i) EXPECT_NEAR(back.image_keys[i], m.image_keys[i], 1e-3);
-  for (size_t i = 0; i < m.text_keys.size(); ++i) EXPECT_NEAR(back.text_keys[i], m.text_keys[i], 1e-3);
+  for (size_t i = 0; i < m.image_keys.size(); ++i)
+    EXPECT_NEAR(back.image_keys[i], m.image_keys[i], 1e-3);
+  for (size_t i = 0; i < m.text_keys.size(); ++i)
+    EXPECT_NEAR(back.text_keys[i], m.text_keys[i], 1e-3);
   // It is a plain safetensors file: F16 keys, I32 pairs.
   const mms::SafeTensors st = mms::read_safetensors(path);
   EXPECT_EQ(st.tensors.at("image_keys").dtype, mms::DType::kF16);
@@ -242,20 +244,21 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
     const double w0 = 1.0, w1 = std::exp((sims[1].first - sims[0].first) / 0.1);
     std::vector<float> mix(dim);
     for (int32_t d = 0; d < dim; ++d)
-      mix[d] = static_cast<float>((w0 * values[sims[0].second][d] + w1 * values[sims[1].second][d]) /
-                                  (w0 + w1));
+      mix[d] = static_cast<float>(
+          (w0 * values[sims[0].second][d] + w1 * values[sims[1].second][d]) / (w0 + w1));
     mix = unit(mix);
     std::vector<float> out(dim);
     for (int32_t d = 0; d < dim; ++d) out[d] = e[d] + static_cast<float>(g * 0.5) * mix[d];
     return unit(out);
   };
   // Values: an image's is its text's key; text 0's is the mean of image keys 0 and 1.
-  const std::vector<std::vector<float>> image_values = {
-      unit(row(stored.text_keys, 0, dim)), unit(row(stored.text_keys, 0, dim)),
-      unit(row(stored.text_keys, 1, dim))};
+  const std::vector<std::vector<float>> image_values = {unit(row(stored.text_keys, 0, dim)),
+                                                        unit(row(stored.text_keys, 0, dim)),
+                                                        unit(row(stored.text_keys, 1, dim))};
   std::vector<float> t0(dim);
   for (int32_t d = 0; d < dim; ++d) t0[d] = stored.image_keys[d] + stored.image_keys[dim + d];
-  const std::vector<std::vector<float>> text_values = {unit(t0), unit(row(stored.image_keys, 2, dim))};
+  const std::vector<std::vector<float>> text_values = {unit(t0),
+                                                       unit(row(stored.image_keys, 2, dim))};
 
   const std::vector<float> got_images = with->embed_pixels(pixels.data(), 4);
   for (int64_t i = 0; i < 4; ++i) {  // image 3 is not in the memory; it is augmented all the same
@@ -268,8 +271,10 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
   const std::vector<float> plain_queries = plain->embed_texts(queries);
   const std::vector<float> got_texts = with->embed_texts(queries);
   for (int64_t i = 0; i < 2; ++i) {
-    const std::vector<float> want = expected(row(plain_queries, i, dim), stored.text_keys, text_values);
-    for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(got_texts[i * dim + d], want[d], 1e-4) << "text " << i;
+    const std::vector<float> want =
+        expected(row(plain_queries, i, dim), stored.text_keys, text_values);
+    for (int32_t d = 0; d < dim; ++d)
+      EXPECT_NEAR(got_texts[i * dim + d], want[d], 1e-4) << "text " << i;
   }
 
   // The gate: image 3 (not in the memory) has its nearest key at similarity s3, below that
@@ -279,7 +284,8 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
   // leaves image 3 as the encoders made it.
   auto nearest_key = [&](int64_t i) {
     double best = -1;
-    for (int64_t j = 0; j < 3; ++j) best = std::max(best, dot(row(images, i, dim), row(stored.image_keys, j, dim)));
+    for (int64_t j = 0; j < 3; ++j)
+      best = std::max(best, dot(row(images, i, dim), row(stored.image_keys, j, dim)));
     return best;
   };
   const double s3 = nearest_key(3);
@@ -296,7 +302,8 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
     for (int64_t i = 0; i < 4; ++i) {
       const std::vector<float> want =
           expected(row(images, i, dim), stored.image_keys, image_values, s3 - half, s3 + half);
-      for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(got[i * dim + d], want[d], 1e-4) << "image " << i;
+      for (int32_t d = 0; d < dim; ++d)
+        EXPECT_NEAR(got[i * dim + d], want[d], 1e-4) << "image " << i;
     }
     // Half the pull is not the whole pull: image 3 lies between its plain and ungated embeddings.
     const double to_plain = dot(row(got, 3, dim), row(images, 3, dim));
@@ -349,6 +356,44 @@ TEST_F(MemoryTest, AModelRefusesAMemoryOfAnotherDimension) {
   EXPECT_EQ(kind_of([&] { mms::Embedder::load(model.string()); }), ErrorKind::kMismatch);
   // The encoders alone still load.
   EXPECT_FALSE(mms::Embedder::load(model.string(), false)->uses_memory());
+}
+
+// The same text twice in a memory (one caption in two sources) is one key whose value gathers
+// both copies' images: a text embedded alone (whose nearest keys come from KeySearch) and in a
+// batch (a matrix product) then agree, as they must for an index and its queries; and the
+// result is that of a memory holding the text once with all its pairs.
+TEST_F(MemoryTest, IdenticalKeysAreMergedSoLoneAndBatchedEmbeddingsAgree) {
+  const fs::path model = dir_ / "model";
+  mms::testing::make_tiny_model(model);
+  const auto plain = mms::Embedder::load(model.string(), /*use_memory=*/false);
+  const int32_t dim = plain->dim();
+  // Enough texts for KeySearch's bound (several hundred keys); text 0 comes again last.
+  std::vector<std::string> texts;
+  for (int i = 0; i < 400; ++i) texts.push_back("text " + std::to_string(i * 7919 % 1000));
+  texts.push_back(texts[0]);
+  const std::vector<float> keys = plain->embed_texts(texts);
+  EmbeddingMemory twice;
+  twice.dim = dim;
+  twice.text_keys = keys;
+  twice.image_keys = {keys.begin(), keys.begin() + 2 * dim};  // two "images": any unit rows
+  twice.pairs = {{0, 0}, {1, 400}};  // the two copies of text 0 name different images
+  for (int32_t t = 1; t < 400; ++t) twice.pairs.push_back({t % 2, t});
+  twice.settings = {3, 0.05, 0.5, -1, -1};
+  EmbeddingMemory once = twice;
+  once.text_keys.resize(400 * size_t(dim));
+  once.pairs[1] = {1, 0};
+
+  std::vector<std::vector<float>> got;
+  for (const EmbeddingMemory* m : {&twice, &once}) {
+    mms::write_memory((model / "memory.safetensors").string(), *m);
+    const auto with = mms::Embedder::load(model.string());
+    const std::vector<float> alone = with->embed_texts({texts[0]});
+    const std::vector<float> batch =
+        with->embed_texts({texts[0], texts[1], texts[2], texts[3], texts[4], texts[5]});
+    for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(alone[d], batch[d], 1e-6) << d;
+    got.push_back(alone);
+  }
+  for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(got[0][d], got[1][d], 1e-6) << d;
 }
 
 }  // namespace

@@ -32,6 +32,8 @@ json parse_json_file(const std::string& path, const char* label, const std::stri
     root = json::parse(in, drop_unused);
   } catch (const json::parse_error& e) {
     throw Error::corrupt(head + ": invalid JSON: " + mi::parse_error_text(e));
+  } catch (const json::exception& e) {  // a number too large for a double, among others
+    throw Error::corrupt(head + ": unreadable JSON: " + e.what());
   }
   if (in.bad()) throw Error::io(head + " could not be read to the end");
   if (!root.is_object()) {

@@ -175,6 +175,8 @@ Pair parse_manifest_line(const std::string& line, const std::filesystem::path& b
     }
     throw Error::corrupt(where + ", column " + std::to_string(e.byte) +
                          ": invalid JSON: " + reason);
+  } catch (const nlohmann::json::exception& e) {  // a number too large for a double, ...
+    throw Error::corrupt(where + ": unreadable JSON: " + e.what());
   }
   if (!object.is_object()) {
     throw Error::corrupt(where + ": expected a JSON object, found " +
@@ -254,9 +256,8 @@ Gallery make_gallery(const std::vector<Pair>& pairs, Split split) {
   }
   for (auto& texts : gallery.image_to_texts) std::sort(texts.begin(), texts.end());
   for (auto& images : gallery.text_to_images) std::sort(images.begin(), images.end());
-  const bool all_labelled =
-      std::none_of(gallery.image_labels.begin(), gallery.image_labels.end(),
-                   [](const std::string& label) { return label.empty(); });
+  const bool all_labelled = std::none_of(gallery.image_labels.begin(), gallery.image_labels.end(),
+                                         [](const std::string& label) { return label.empty(); });
   if (!all_labelled) gallery.image_labels.clear();
   return gallery;
 }

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/json_read.h"
 
 namespace mms {
 namespace {
@@ -59,7 +60,7 @@ void require_unit_interval(double value, const char* key, const std::string& nam
 
 template <typename T>
 void read(const json& j, const char* key, T& out) {
-  if (j.contains(key)) out = j.at(key).get<T>();
+  if (j.contains(key)) out = json_get<T>(j.at(key), key);
 }
 
 }  // namespace

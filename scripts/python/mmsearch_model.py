@@ -311,12 +311,14 @@ class Memory:
         tensors, meta = mmsearch_io.read_safetensors(path)
         if meta.get("format") != "mmsearch-memory-1":
             raise ValueError("'%s' is not an mmsearch memory" % path)
-        self.image_keys = tensors["image_keys"].float()
-        self.text_keys = tensors["text_keys"].float()
-        if self.image_keys.size(1) != dim or self.text_keys.size(1) != dim:
+        if tensors["image_keys"].size(1) != dim or tensors["text_keys"].size(1) != dim:
             raise ValueError("memory '%s' was built with a model of another dimension" % path)
+        # Identical key rows (one image or text in two sources) are merged: the merged row's
+        # value gathers all their pairs, so that no lookup ties between copies.
+        self.image_keys, image_row = self._merge_identical_rows(tensors["image_keys"])
+        self.text_keys, text_row = self._merge_identical_rows(tensors["text_keys"])
         pairs = tensors["pairs"].long()
-        images, texts = pairs[:, 0], pairs[:, 1]
+        images, texts = image_row[pairs[:, 0]], text_row[pairs[:, 1]]
         self.image_values = F.normalize(torch.zeros_like(self.image_keys).index_add_(
             0, images, self.text_keys.index_select(0, texts)), dim=1)
         self.text_values = F.normalize(torch.zeros_like(self.text_keys).index_add_(
@@ -327,6 +329,13 @@ class Memory:
         # Files written before the gate existed have none: -1, -1 is "no gate".
         self.gate_low = float(meta.get("gate_low", -1))
         self.gate_high = float(meta.get("gate_high", -1))
+
+    @staticmethod
+    def _merge_identical_rows(keys):
+        """F16 [n, dim] -> (the distinct rows as float32, each old row's new index)."""
+        bits = keys.numpy().view(np.uint16)
+        _, first, inverse = np.unique(bits, axis=0, return_index=True, return_inverse=True)
+        return keys[torch.from_numpy(first)].float(), torch.from_numpy(inverse.reshape(-1))
 
     def gate(self, s):
         """The fraction of `weight` applied when the nearest key has cosine similarity s."""
@@ -450,12 +459,13 @@ class Model:
         """What mmsearch's Embedder::fingerprint() says for this model (an INDEX_DIR records
         it): FNV-1a over model.safetensors, then, when the memory is used, over
         memory.safetensors and its settings as "k/temperature/weight/gate_low/gate_high"
-        (C++ std::to_string). 16 hex digits. Reads every byte: seconds for the shipped model."""
+        and "/merged-keys" (C++ std::to_string). 16 hex digits. Reads every byte: seconds for the shipped model."""
         h = mmsearch_io.fnv1a64_file(os.path.join(self.model_dir, "model.safetensors"))
         if self.memory is not None:
             m = self.memory
             h = mmsearch_io.fnv1a64_file(os.path.join(self.model_dir, "memory.safetensors"), h)
-            settings = "%d/%f/%f/%f/%f" % (m.k, m.temperature, m.weight, m.gate_low, m.gate_high)
+            settings = "%d/%f/%f/%f/%f/merged-keys" % (m.k, m.temperature, m.weight, m.gate_low,
+                                                       m.gate_high)
             h = mmsearch_io.fnv1a64(settings.encode("ascii"), h)
         return "%016x" % h
 
