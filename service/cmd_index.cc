@@ -140,6 +140,22 @@ std::vector<SearchResult> results_of(const nlohmann::json& answer) {
 
 }  // namespace
 
+std::vector<QueryTerm> search_terms(const SearchCommand& c) {
+  std::vector<QueryTerm> terms = c.query.empty() ? std::vector<QueryTerm>() : parse_query(c.query);
+  auto add = [&](QueryTerm::Kind kind, const std::string& text, int64_t item) {
+    QueryTerm t;
+    t.kind = kind;
+    t.text = text;
+    t.item = item;
+    terms.push_back(std::move(t));
+  };
+  if (!c.text.empty()) add(QueryTerm::Kind::kText, c.text, 0);
+  if (!c.image.empty()) add(QueryTerm::Kind::kImage, c.image, 0);
+  if (!c.vector_file.empty()) add(QueryTerm::Kind::kVector, c.vector_file, 0);
+  for (int64_t item : c.items) add(QueryTerm::Kind::kItem, "", item);
+  return terms;
+}
+
 void run_search(const SearchCommand& c) {
   const bool filtered = c.min_score || !c.path_prefix.empty();
   if (!c.server.empty()) {
@@ -159,18 +175,7 @@ void run_search(const SearchCommand& c) {
   const std::unique_ptr<Collection> collection =
       Collection::open_for_search(c.index_dir, embedder->fingerprint());
   collection->set_search_params({c.nprobe, c.ef_search});
-  std::vector<QueryTerm> terms = c.query.empty() ? std::vector<QueryTerm>() : parse_query(c.query);
-  auto add = [&](QueryTerm::Kind kind, const std::string& text, int64_t item) {
-    QueryTerm t;
-    t.kind = kind;
-    t.text = text;
-    t.item = item;
-    terms.push_back(std::move(t));
-  };
-  if (!c.text.empty()) add(QueryTerm::Kind::kText, c.text, 0);
-  if (!c.image.empty()) add(QueryTerm::Kind::kImage, c.image, 0);
-  if (!c.vector_file.empty()) add(QueryTerm::Kind::kVector, c.vector_file, 0);
-  for (int64_t item : c.items) add(QueryTerm::Kind::kItem, "", item);
+  const std::vector<QueryTerm> terms = search_terms(c);
   const TermEmbedder term_embedder{
       [&](const std::string& text) { return embed_text_query(*embedder, text); },
       [&](const std::string& file) { return embed_image_query(*embedder, file); },

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "index/query.h"
+
 namespace mms {
 
 struct IndexCommand {
@@ -43,6 +45,10 @@ struct SearchCommand {
   std::string server;
 };
 void run_search(const SearchCommand& command);
+
+// The command's query terms: --query's, then --text, --image, --vector and each --item (weight
+// 1), as the local and the remote search both send them.
+std::vector<QueryTerm> search_terms(const SearchCommand& command);
 
 // POST /v1/search on command.server with the command's terms and filters: the answer's JSON
 // ({"results", "took_ms"}), or the Error the server's status stands for (service/cmd_remote.cc).

@@ -65,18 +65,7 @@ Error remote_error(int status, const std::string& body) {
 }  // namespace
 
 json remote_search(const SearchCommand& c) {
-  std::vector<QueryTerm> terms = c.query.empty() ? std::vector<QueryTerm>() : parse_query(c.query);
-  auto add = [&](QueryTerm::Kind kind, const std::string& text, int64_t item) {
-    QueryTerm t;
-    t.kind = kind;
-    t.text = text;
-    t.item = item;
-    terms.push_back(std::move(t));
-  };
-  if (!c.text.empty()) add(QueryTerm::Kind::kText, c.text, 0);
-  if (!c.image.empty()) add(QueryTerm::Kind::kImage, c.image, 0);
-  if (!c.vector_file.empty()) add(QueryTerm::Kind::kVector, c.vector_file, 0);
-  for (int64_t item : c.items) add(QueryTerm::Kind::kItem, "", item);
+  const std::vector<QueryTerm> terms = search_terms(c);
   json body = {{"k", c.k}, {"target", c.target}, {"terms", json::array()}};
   for (const QueryTerm& t : terms) body["terms"].push_back(term_json(t));
   if (c.min_score) body["min_score"] = *c.min_score;
