@@ -1,7 +1,13 @@
 #include "service/cmd_index.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -34,6 +40,32 @@ std::unique_ptr<Collection> open_collection(const std::string& dir, const Embedd
   return Collection::open(dir, options);
 }
 
+// The writer's lock of an index folder, held until the process ends (the kernel drops it
+// with the descriptor, so a killed run never leaves it behind). A second `mmsearch index` or
+// `add-texts` on the same folder is refused at once instead of rebuilding the FAISS files
+// beside the first.
+void lock_for_writing(const std::string& index_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(index_dir, ec);
+  if (ec) throw Error::io("cannot create index folder '" + index_dir + "': " + ec.message());
+  const std::string path = (std::filesystem::path(index_dir) / "write.lock").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    throw Error::io("cannot open '" + path +
+                    "' to lock the index for writing: " + std::strerror(errno));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      throw Error::unavailable("another mmsearch index or add-texts is writing '" + index_dir +
+                               "'; run this one when it has finished");
+    }
+    throw Error::io("cannot lock '" + path + "': " + std::strerror(err));
+  }
+  // fd stays open (and locked) for the life of the process.
+}
+
 }  // namespace
 
 void run_index(const IndexCommand& c) {
@@ -45,6 +77,7 @@ void run_index(const IndexCommand& c) {
   if (c.paths.empty() && !c.reembed) {
     throw Error::invalid_argument("index: give at least one PATH to index");
   }
+  lock_for_writing(c.index_dir);
   const int32_t threads = resolve_threads(c.threads);
   set_compute_threads(threads);
   const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir);
@@ -77,6 +110,7 @@ void run_index(const IndexCommand& c) {
 }
 
 void run_add_texts(const AddTextsCommand& c) {
+  lock_for_writing(c.index_dir);
   set_compute_threads(resolve_threads(c.threads));
   std::ifstream in(c.file);
   if (!in) throw Error::not_found("text file '" + c.file + "' does not exist or is unreadable");

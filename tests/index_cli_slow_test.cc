@@ -2,9 +2,11 @@
 // the middle loses nothing once re-run, the CLI's results equal the library's, an index
 // refuses a model other than the one that built it, and `--reembed` moves it to another
 // model while the old one keeps answering until the swap.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -220,6 +222,29 @@ TEST_F(IndexCliTest, AReembedKilledMidwayLeavesTheOldModelAnsweringAndResumes) {
     ASSERT_EQ(hits.size(), 1u);
     EXPECT_NEAR(hits[0].score, 1.f, 1e-4) << probe;
   }
+}
+
+// Two writers on one index: while one holds the folder (here the test itself, holding the
+// lock a running `mmsearch index` would hold), a second `index` or `add-texts` is refused at
+// once with a message, exit 1, and the catalog is untouched; once the first is done, it runs.
+TEST_F(IndexCliTest, ASecondWriterIsRefusedWhileOneIsWriting) {
+  const fs::path index = dir_ / "index";
+  ASSERT_EQ(run("index " + common() + " " + (dir_ / "photos").string()).first, 0);
+  const int fd = ::open((index / "write.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  const auto catalog_before = fs::last_write_time(index / "catalog.sqlite");
+  const auto [code, out] = mms::testing::run_command(kProgram + " index " + common() + " " +
+                                                     (dir_ / "photos").string() + " 2>&1");
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("another mmsearch index or add-texts is writing"), std::string::npos) << out;
+  std::ofstream(dir_ / "texts.txt") << "a red circle\n";
+  EXPECT_EQ(run("add-texts " + common() + " " + (dir_ / "texts.txt").string()).first, 1);
+  EXPECT_EQ(fs::last_write_time(index / "catalog.sqlite"), catalog_before);
+  // Searches (readers) never wait for the lock.
+  EXPECT_EQ(run("search " + common() + " --text x -k 1").first, 0);
+  ::close(fd);
+  EXPECT_EQ(run("add-texts " + common() + " " + (dir_ / "texts.txt").string()).first, 0);
 }
 
 TEST_F(IndexCliTest, BadUsageExitsTwo) {
