@@ -221,7 +221,10 @@ void swap_in(Collection::Impl& impl, Target target, LoadedIndex next) {
   // through FlatShortcut), one matrix product reads the vectors once for the whole batch.
   static std::once_flag blas_threshold;
   std::call_once(blas_threshold, [] { faiss::distance_compute_blas_threshold = 5; });
-  if (next.index) next.flat = FlatShortcut::make(*next.index);
+  if (next.index) {
+    use_simd_distances(next.index.get());
+    next.flat = FlatShortcut::make(*next.index);
+  }
   {
     std::unique_lock<std::shared_mutex> lock(impl.search_mutex);
     if (next.index) {

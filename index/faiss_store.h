@@ -65,6 +65,11 @@ void set_faiss_search_params(faiss::Index* index, int32_t nprobe, int32_t ef_sea
 void search_faiss(const faiss::Index& index, const float* queries, int64_t nq, int64_t k,
                   float* scores, int64_t* ids);
 
+// Gives an HNSW index over Flat inner-product storage (inside its IndexIDMap) a distance
+// computer with vector code, for the same graph walk faster; other indexes are left alone.
+// Not while another thread uses `index`.
+void use_simd_distances(faiss::Index* index);
+
 // A few queries on an exact (Flat, inner-product) index, searched through KeySearch
 // (encoders/key_search.h): the same hits as FAISS's scan of every float vector, from an int8
 // copy a quarter of the size. Larger batches are better served by FAISS's matrix product.
