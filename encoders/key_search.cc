@@ -19,9 +19,7 @@ __attribute__((target_clones("avx2", "default"))) int32_t int_dot(const int16_t*
 }
 
 float float_dot(const float* a, const float* b, int32_t n) {
-  float s = 0.f;
-  for (int32_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
+  return inner_product(a, b, static_cast<size_t>(n));
 }
 
 // Scores differ by summation order between scans (and from a BLAS product): bounds are
@@ -29,6 +27,19 @@ float float_dot(const float* a, const float* b, int32_t n) {
 constexpr float kSlack = 1e-4f;
 
 }  // namespace
+
+__attribute__((target_clones("avx2", "default"))) float inner_product(const float* a,
+                                                                      const float* b, size_t n) {
+  float sums[16] = {};
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (size_t j = 0; j < 16; ++j) sums[j] += a[i + j] * b[i + j];
+  }
+  float s = 0.f;
+  for (float x : sums) s += x;
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
 
 KeySearch::KeySearch(const float* keys, int64_t n, int32_t dim)
     : keys_(keys), n_(n), dim_(dim), quantized_(static_cast<size_t>(n) * dim), scale_(n), l1_(n) {

@@ -12,10 +12,17 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
 namespace mms {
+
+// The inner product of two float vectors in 16 running sums, which the compiler turns into
+// AVX2 code where the CPU has it (Debian's libraries are built for the x86-64 baseline, so
+// FAISS's own is a scalar loop). KeySearch re-scores with it; HNSW search uses it too
+// (index/faiss_store.h use_simd_distances).
+float inner_product(const float* a, const float* b, size_t n);
 
 class KeySearch {
  public:

@@ -208,25 +208,8 @@ void search_faiss(const faiss::Index& index, const float* queries, int64_t nq, i
 
 namespace {
 
-// The inner product in 16 running sums, which GCC turns into AVX2 vector code in the avx2
-// clone. Debian's FAISS is built for the x86-64 baseline, where its fvec_inner_product is the
-// scalar reference loop: half of a busy server's time went there (perf, c=64, HNSW32).
-__attribute__((target_clones("avx2", "default"))) float simd_inner_product(const float* a,
-                                                                           const float* b,
-                                                                           size_t n) {
-  float sums[16] = {};
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    for (size_t j = 0; j < 16; ++j) sums[j] += a[i + j] * b[i + j];
-  }
-  float s = 0.f;
-  for (float x : sums) s += x;
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-// A Flat inner-product storage whose distance computer uses simd_inner_product; HNSW asks its
-// storage for one per search, so the graph walk gets the vector code.
+// A Flat inner-product storage whose distance computer uses inner_product (encoders/key_search.h);
+// HNSW asks its storage for one per search, so the graph walk gets the vector code.
 struct SimdFlatIP : faiss::IndexFlat {
   explicit SimdFlatIP(faiss::IndexFlat&& from)
       : faiss::IndexFlat(from.d, faiss::METRIC_INNER_PRODUCT) {
@@ -242,10 +225,10 @@ struct SimdFlatIP : faiss::IndexFlat {
           base(index.get_xb()) {}
     void set_query(const float* x) override { query = x; }
     float distance_to_code(const uint8_t* code) override {
-      return simd_inner_product(query, reinterpret_cast<const float*>(code), d);
+      return inner_product(query, reinterpret_cast<const float*>(code), d);
     }
     float symmetric_dis(idx_t i, idx_t j) override {
-      return simd_inner_product(base + i * d, base + j * d, d);
+      return inner_product(base + i * d, base + j * d, d);
     }
     size_t d;
     const float* base;

@@ -31,9 +31,7 @@ struct Outcome {
 };
 
 struct TextJob : Outcome<std::vector<float>> {
-  std::string text;
-  std::vector<int32_t> ids;  // when given, `text` is not used
-  bool tokenized = false;
+  std::vector<int32_t> ids;  // Tokenizer::encode's: BOS .. EOS
 };
 
 struct TextSearchJob : Outcome<Batcher::EmbeddedSearch> {
@@ -161,9 +159,7 @@ struct Batcher::Impl {
   void run(std::vector<std::shared_ptr<TextJob>>& batch) {
     std::vector<std::vector<int32_t>> ids;
     ids.reserve(batch.size());
-    for (const auto& job : batch) {
-      ids.push_back(job->tokenized ? job->ids : embedder.tokenizer().encode(job->text));
-    }
+    for (const auto& job : batch) ids.push_back(job->ids);
     split_rows(batch, embedder.embed_token_ids(ids));
   }
 
@@ -174,26 +170,14 @@ struct Batcher::Impl {
     for (const auto& job : batch) ids.push_back(job->ids);
     const std::vector<float> vectors = embedder.embed_token_ids(ids);
     const size_t dim = static_cast<size_t>(embedder.dim());
-    std::map<std::pair<Collection::Target, int32_t>, std::vector<size_t>> groups;
     for (size_t i = 0; i < batch.size(); ++i) {
       batch[i]->result.embedding.assign(vectors.begin() + i * dim, vectors.begin() + (i + 1) * dim);
-      groups[{batch[i]->target, batch[i]->k}].push_back(i);
     }
     if (observer) observer("search", static_cast<int64_t>(batch.size()));
-    for (auto& [key, rows] : groups) {
-      try {
-        std::vector<float> queries;
-        for (size_t i : rows) {
-          queries.insert(queries.end(), vectors.begin() + i * dim, vectors.begin() + (i + 1) * dim);
-        }
-        auto hits = collection.search(key.first, queries.data(), static_cast<int64_t>(rows.size()),
-                                      key.second);
-        for (size_t j = 0; j < rows.size(); ++j)
-          batch[rows[j]]->result.hits = std::move(hits.at(j));
-      } catch (...) {
-        for (size_t i : rows) batch[i]->error = std::current_exception();
-      }
-    }
+    search_groups(
+        batch,
+        [](const TextSearchJob& job) -> const std::vector<float>& { return job.result.embedding; },
+        [](TextSearchJob& job, std::vector<SearchHit> hits) { job.result.hits = std::move(hits); });
   }
 
   void run(std::vector<std::shared_ptr<ImageJob>>& batch) {
@@ -211,19 +195,28 @@ struct Batcher::Impl {
     }
   }
 
-  // Jobs with the same target and k share one search call; the others get their own.
   void run(std::vector<std::shared_ptr<SearchJob>>& batch) {
-    std::map<std::pair<Collection::Target, int32_t>, std::vector<std::shared_ptr<SearchJob>>>
-        groups;
+    search_groups(
+        batch, [](const SearchJob& job) -> const std::vector<float>& { return job.query; },
+        [](SearchJob& job, std::vector<SearchHit> hits) { job.result = std::move(hits); });
+  }
+
+  // Jobs with the same target and k share one Collection::search; a group that fails fails
+  // its jobs only. query(job) is the job's [dim] query; found(job, hits) takes its hits.
+  template <typename Job, typename Query, typename Found>
+  void search_groups(std::vector<std::shared_ptr<Job>>& batch, Query query, Found found) {
+    std::map<std::pair<Collection::Target, int32_t>, std::vector<std::shared_ptr<Job>>> groups;
     for (const auto& job : batch) groups[{job->target, job->k}].push_back(job);
     for (auto& [key, jobs] : groups) {
       try {
         std::vector<float> queries;
-        for (const auto& job : jobs)
-          queries.insert(queries.end(), job->query.begin(), job->query.end());
+        for (const auto& job : jobs) {
+          const std::vector<float>& q = query(*job);
+          queries.insert(queries.end(), q.begin(), q.end());
+        }
         auto hits = collection.search(key.first, queries.data(), static_cast<int64_t>(jobs.size()),
                                       key.second);
-        for (size_t i = 0; i < jobs.size(); ++i) jobs[i]->result = std::move(hits.at(i));
+        for (size_t i = 0; i < jobs.size(); ++i) found(*jobs[i], std::move(hits.at(i)));
       } catch (...) {
         fail_all(jobs, std::current_exception());
       }
@@ -255,20 +248,10 @@ Batcher::~Batcher() {
   for (std::thread& t : impl_->workers) t.join();
 }
 
-std::future<std::vector<float>> Batcher::embed_text(std::string text) {
-  impl_->reserve_slot();
-  auto job = std::make_shared<TextJob>();
-  job->text = std::move(text);
-  auto result = job->done.get_future();
-  impl_->enqueue(impl_->texts, std::move(job));
-  return result;
-}
-
 std::future<std::vector<float>> Batcher::embed_tokens(std::vector<int32_t> ids) {
   impl_->reserve_slot();
   auto job = std::make_shared<TextJob>();
   job->ids = std::move(ids);
-  job->tokenized = true;
   auto result = job->done.get_future();
   impl_->enqueue(impl_->texts, std::move(job));
   return result;

@@ -45,10 +45,8 @@ class Batcher {
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
 
-  // [dim] unit-norm embedding of `text` (any length).
-  std::future<std::vector<float>> embed_text(std::string text);
-  // The same for a text already tokenized (Tokenizer::encode: BOS .. EOS), so that callers
-  // can check its length and tokenize on their own threads.
+  // [dim] unit-norm embedding of a tokenized text (Tokenizer::encode: BOS .. EOS, any length);
+  // callers tokenize on their own threads and can check the length first.
   std::future<std::vector<float>> embed_tokens(std::vector<int32_t> ids);
   // pixels: one image as preprocess_image(img, embedder.image_size()) makes it,
   // [3, S, S] float32. Returns its [dim] unit-norm embedding.

@@ -71,23 +71,26 @@ std::optional<std::string> header_param(std::string_view value, std::string_view
   return std::nullopt;
 }
 
+// The first field of that name, or nullptr.
+const std::string* find(const Fields& fields, std::string_view name) {
+  for (const auto& [key, value] : fields) {
+    if (key == name) return &value;
+  }
+  return nullptr;
+}
+
 // Thrown by the JSON parser's callback to stop at the first level too deep.
 struct TooDeep {};
 
 }  // namespace
 
 std::string HttpRequest::header(std::string_view lower_name) const {
-  for (const auto& [name, value] : headers) {
-    if (name == lower_name) return value;
-  }
-  return {};
+  const std::string* value = find(headers, lower_name);
+  return value ? *value : std::string();
 }
 
 const std::string* HttpRequest::param(std::string_view name) const {
-  for (const auto& [key, value] : params) {
-    if (key == name) return &value;
-  }
-  return nullptr;
+  return find(params, name);
 }
 
 Fields parse_query_string(std::string_view query) {
@@ -240,13 +243,6 @@ int32_t check_k(int64_t k, int32_t max_k) {
                                   std::to_string(max_k));
   }
   return static_cast<int32_t>(k);
-}
-
-const std::string* find(const Fields& fields, std::string_view name) {
-  for (const auto& [key, value] : fields) {
-    if (key == name) return &value;
-  }
-  return nullptr;
 }
 
 int64_t decimal(const std::string& v, const char* name) {

@@ -30,7 +30,11 @@ struct HttpRequest {
   Fields headers;      // names lower-cased, in order
   std::string body;
   std::vector<std::string> path_params;  // what the route's {id}s matched
-  std::string client;                    // the peer's address
+  // Set by admission from the route table, once: the route's index (-1: none) and its metric
+  // label ("unmatched" when no route's path matches).
+  int32_t route = -1;
+  std::string route_label = "unmatched";
+  std::string client;  // the peer's address
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
 
   // The first header or parameter of that name ("" / nullptr when absent). Header names

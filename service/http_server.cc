@@ -129,6 +129,11 @@ class ThumbnailCache {
   int64_t bytes_ = 0;
 };
 
+Collection::Target target_of(const SearchRequest& request) {
+  return request.target == SearchTarget::kImages ? Collection::Target::kImages
+                                                 : Collection::Target::kTexts;
+}
+
 json item_json(const ItemRecord& item) {
   json j = {{"id", item.id},
             {"path", item.path},
@@ -206,7 +211,9 @@ class HttpService {
   std::vector<float> embed_image_bytes(std::string_view bytes, const std::string& what);
   std::vector<QueryTerm> terms_of(const json& terms);
   TermEmbedder term_embedder();
-  json search(const std::vector<float>& query, const SearchRequest& request, Clock::time_point t0);
+  // `first`, when given, holds the hits of the first fetch already (first_fetch's count).
+  json search(const std::vector<float>& query, const SearchRequest& request, Clock::time_point t0,
+              std::vector<SearchHit>* first = nullptr);
   HttpResponse thumbnail(HttpRequest& req);
   ItemRecord item_of(const HttpRequest& req) const;
 
@@ -226,6 +233,8 @@ class HttpService {
 
 Admission HttpService::admit(HttpRequest& req) {
   Admission a;
+  const RouteMatch m = routes_.match(req.method, req.path);
+  req.route_label = m.label;
   auto early = [&](HttpResponse res) {
     with_cors(res);
     a.early = std::move(res);
@@ -252,7 +261,6 @@ Admission HttpService::admit(HttpRequest& req) {
                    {"Access-Control-Max-Age", "600"}};
     return early(std::move(res));
   }
-  const RouteMatch m = routes_.match(req.method, req.path);
   if (m.route == nullptr) {
     if (m.status == 405) {
       HttpResponse res = error_response(
@@ -272,17 +280,17 @@ Admission HttpService::admit(HttpRequest& req) {
     return early(std::move(res));
   }
   req.path_params = m.params;
+  req.route = static_cast<int32_t>(m.route - routes_.routes().data());
   a.max_body = m.route->max_body;
   a.inline_handler = m.route->inline_handler;
   return a;
 }
 
 HttpResponse HttpService::handle(HttpRequest& req) {
-  const RouteMatch m = routes_.match(req.method, req.path);
   HttpResponse res;
   try {
-    if (m.route == nullptr) throw Error::internal("a request reached no handler");
-    res = m.route->handler(req);
+    if (req.route < 0) throw Error::internal("a request reached no handler");
+    res = routes_.routes()[static_cast<size_t>(req.route)].handler(req);
   } catch (const Error& e) {
     res = error_response(e);
   } catch (const std::exception& e) {
@@ -302,8 +310,7 @@ void HttpService::with_cors(HttpResponse& res) const {
 void HttpService::log(const HttpRequest& req, const HttpResponse& res) {
   const double ms = ms_since(req.start);
   const std::string method = req.method.empty() ? "-" : method_label(req.method);
-  metrics_.record_request(routes_.match(req.method, req.path).label, method, res.status,
-                          ms / 1000.0);
+  metrics_.record_request(req.route_label, method, res.status, ms / 1000.0);
   const json line = {{"method", method},
                      {"path", req.path.substr(0, 512)},
                      {"status", res.status},
@@ -418,12 +425,16 @@ std::vector<QueryTerm> HttpService::terms_of(const json& terms) {
 }
 
 json HttpService::search(const std::vector<float>& query, const SearchRequest& request,
-                         Clock::time_point t0) {
-  const auto where = request.target == SearchTarget::kImages ? Collection::Target::kImages
-                                                             : Collection::Target::kTexts;
+                         Clock::time_point t0, std::vector<SearchHit>* first) {
   const std::vector<SearchResult> results =
-      search_filtered(collection_, request.target, request.k, request.filters,
-                      [&](int32_t fetch) { return batcher_.search(where, query, fetch).get(); });
+      search_filtered(collection_, request.target, request.k, request.filters, [&](int32_t fetch) {
+        if (first != nullptr && fetch == first_fetch(request.k, request.filters)) {
+          std::vector<SearchHit> hits = std::move(*first);
+          first = nullptr;
+          return hits;
+        }
+        return batcher_.search(target_of(request), query, fetch).get();
+      });
   return search_results_json(results, request.target, ms_since(t0));
 }
 
@@ -510,20 +521,11 @@ void HttpService::add_routes() {
     const std::string query = string_field(j, "query", limits_.max_text_bytes);
     const SearchRequest request = search_request(j, limits_.max_k);
     // The embedding and its first hits come from one pass of the batcher.
-    const auto where = request.target == SearchTarget::kImages ? Collection::Target::kImages
-                                                               : Collection::Target::kTexts;
-    const int32_t fetch = first_fetch(request.k, request.filters);
-    Batcher::EmbeddedSearch first = batcher_.embed_and_search(tokenize(query), where, fetch).get();
-    bool first_used = false;
-    const std::vector<SearchResult> results =
-        search_filtered(collection_, request.target, request.k, request.filters, [&](int32_t want) {
-          if (!first_used && want == fetch) {
-            first_used = true;
-            return std::move(first.hits);
-          }
-          return batcher_.search(where, first.embedding, want).get();
-        });
-    return json_response(search_results_json(results, request.target, ms_since(req.start)));
+    Batcher::EmbeddedSearch first = batcher_
+                                        .embed_and_search(tokenize(query), target_of(request),
+                                                          first_fetch(request.k, request.filters))
+                                        .get();
+    return json_response(search(first.embedding, request, req.start, &first.hits));
   });
   route("POST", "/v1/search/image", upload_body, true, false, [this](HttpRequest& req) {
     const SearchRequest request = search_request(req.params, limits_.max_k);
