@@ -5,8 +5,6 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <map>
 #include <thread>
 #include <utility>
@@ -50,18 +48,11 @@ struct SearchJob : Outcome<std::vector<SearchHit>> {
   int32_t k;
 };
 
-// One kind of job. Touched only through its strand, so it needs no lock; its batches run on
-// any worker, outside the strand.
+// One kind of job's queue. Touched only on the dispatcher thread, so it needs no lock.
 template <typename Job>
 struct Lane {
-  Lane(asio::io_context& io, const char* kind)
-      : strand(asio::make_strand(io)), timer(strand), kind(kind) {}
+  explicit Lane(const char* kind) : kind(kind) {}
   std::vector<std::shared_ptr<Job>> pending;
-  asio::strand<asio::io_context::executor_type> strand;
-  asio::steady_timer timer;
-  uint64_t generation = 0;  // a timer handler from an older generation is stale
-  bool armed = false;
-  size_t last_batch = 1;  // size of the lane's previous batch
   const char* kind;
 };
 
@@ -72,22 +63,31 @@ void fail_all(std::vector<std::shared_ptr<Job>>& jobs, std::exception_ptr error)
 
 }  // namespace
 
+// Two executors: the dispatcher, one thread that owns the lanes and decides what runs (its
+// work is a few pointer moves a job, so it answers at once even while every worker computes:
+// jobs that arrive then are queued where the next free worker finds them all), and the
+// workers, which only run batches. Had the lanes been handled on the workers themselves, a
+// job arriving while both computed would wait for one to finish before even being queued,
+// and the first to be queued then would run alone.
 struct Batcher::Impl {
   Impl(const Embedder& embedder, const Collection& collection, const BatcherOptions& options,
        BatchObserver observer)
       : embedder(embedder),
         collection(collection),
         options(options),
+        n_workers(std::max(1, options.workers)),
         observer(std::move(observer)),
-        work(asio::make_work_guard(io)),
-        texts(io, "text"),
-        text_searches(io, "text"),
-        images(io, "image"),
-        searches(io, "search") {
-    for (int32_t i = 0; i < std::max(1, options.workers); ++i) {
+        dispatch_work(asio::make_work_guard(dispatch_io)),
+        compute_work(asio::make_work_guard(compute_io)),
+        texts("text"),
+        text_searches("text"),
+        images("image"),
+        searches("search") {
+    dispatcher = std::thread([this] { dispatch_io.run(); });
+    for (int32_t i = 0; i < n_workers; ++i) {
       workers.emplace_back([this] {
-        if (this->options.workers > 1) set_compute_threads(1);
-        io.run();
+        if (n_workers > 1) set_compute_threads(1);
+        compute_io.run();
       });
     }
   }
@@ -100,59 +100,81 @@ struct Batcher::Impl {
     }
   }
 
-  // Waiting for company only pays when there is some: a job that arrives while nothing else
-  // is on its way, in a lane whose last batch was a single job, with a worker free, runs at
-  // once (a lone request does not pay flush_after per stage). Otherwise the lane lingers up
-  // to flush_after for more jobs.
+  // Jobs submitted together (a burst of requests) reach the dispatcher one post each; the
+  // dispatch waits for the last of those already on their way, so that a burst arriving at
+  // idle workers is shared among them instead of its first job running alone.
   template <typename Job>
   void enqueue(Lane<Job>& lane, std::shared_ptr<Job> job) {
     in_flight.fetch_add(1);
-    asio::post(lane.strand, [this, &lane, job] {
-      const bool alone = in_flight.fetch_sub(1) == 1;
-      lane.pending.push_back(job);
-      const bool worker_free = running.load() < std::max(1, options.workers);
-      if (static_cast<int32_t>(lane.pending.size()) >= options.max_batch ||
-          (alone && worker_free && lane.last_batch <= 1 && lane.pending.size() == 1)) {
-        flush(lane);
-      } else if (!lane.armed) {
-        lane.armed = true;
-        const uint64_t generation = ++lane.generation;
-        lane.timer.expires_after(options.flush_after);
-        lane.timer.async_wait([this, &lane, generation](const boost::system::error_code& ec) {
-          if (ec || generation != lane.generation) return;
-          flush(lane);
-        });
+    asio::post(dispatch_io, [this, &lane, job = std::move(job)]() mutable {
+      lane.pending.push_back(std::move(job));
+      if (in_flight.fetch_sub(1) == 1 ||
+          static_cast<int32_t>(lane.pending.size()) >= options.max_batch) {
+        dispatch();
       }
     });
   }
 
+  // On the dispatcher, while a worker is idle: takes the lanes with pending jobs in turn,
+  // from the one after the lane served last (no kind waits behind a busy other), and hands
+  // all of a lane's pending jobs to the workers, shared among them: 8 queries on 2 workers
+  // run as two batches of 4 on both cores, not one of 8 on one core while the other idles
+  // (the second batch goes to whichever worker frees first).
+  void dispatch() {
+    constexpr int kLanes = 4;
+    for (int visited = 0; running < n_workers && visited < kLanes; ++visited) {
+      next_lane = (next_lane + 1) % kLanes;
+      switch (next_lane) {
+        case 0: start_batches(texts); break;
+        case 1: start_batches(text_searches); break;
+        case 2: start_batches(images); break;
+        default: start_batches(searches); break;
+      }
+    }
+    if (closing) maybe_closed();
+  }
+
   template <typename Job>
-  void flush(Lane<Job>& lane) {
-    lane.armed = false;
-    ++lane.generation;
-    lane.timer.cancel();
-    // What is pending is shared among the workers: 8 queries on 2 workers run as two batches
-    // of 4 on both cores, not one batch of 8 on one core while the other idles.
-    const size_t workers = static_cast<size_t>(std::max(1, options.workers));
-    const size_t share = (lane.pending.size() + workers - 1) / workers;
+  void start_batches(Lane<Job>& lane) {
+    const size_t workers = static_cast<size_t>(n_workers);
+    const size_t share = std::min((lane.pending.size() + workers - 1) / workers,
+                                  static_cast<size_t>(options.max_batch));
     while (!lane.pending.empty()) {
-      const size_t n =
-          std::min({lane.pending.size(), share, static_cast<size_t>(options.max_batch)});
+      const size_t n = std::min(share, lane.pending.size());
       std::vector<std::shared_ptr<Job>> batch(lane.pending.begin(), lane.pending.begin() + n);
       lane.pending.erase(lane.pending.begin(), lane.pending.begin() + n);
-      lane.last_batch = n;
-      running.fetch_add(1);
-      asio::post(io, [this, kind = lane.kind, batch = std::move(batch)]() mutable {
-        if (observer) observer(kind, static_cast<int64_t>(batch.size()));
-        try {
-          run(batch);
-        } catch (...) {
-          fail_all(batch, std::current_exception());
-        }
-        running.fetch_sub(1);
-        depth.fetch_sub(static_cast<int64_t>(batch.size()));
-        for (auto& job : batch) job->deliver();
+      start_batch(lane.kind, std::move(batch));
+    }
+  }
+
+  template <typename Job>
+  void start_batch(const char* kind, std::vector<std::shared_ptr<Job>> batch) {
+    ++running;
+    asio::post(compute_io, [this, kind, batch = std::move(batch)]() mutable {
+      if (observer) observer(kind, static_cast<int64_t>(batch.size()));
+      try {
+        run(batch);
+      } catch (...) {
+        fail_all(batch, std::current_exception());
+      }
+      depth.fetch_sub(static_cast<int64_t>(batch.size()));
+      // The worker is free: the dispatcher hands out the next batch while this one's callers
+      // are woken.
+      asio::post(dispatch_io, [this] {
+        --running;
+        dispatch();
       });
+      for (auto& job : batch) job->deliver();
+    });
+  }
+
+  // On the dispatcher, once the batcher is being destroyed: every job is done when no batch
+  // runs, no lane holds a job and none is on its way.
+  void maybe_closed() {
+    if (running == 0 && in_flight.load() == 0 && texts.pending.empty() &&
+        text_searches.pending.empty() && images.pending.empty() && searches.pending.empty()) {
+      if (!closed_signalled) closed.set_value();
+      closed_signalled = true;
     }
   }
 
@@ -226,16 +248,26 @@ struct Batcher::Impl {
   const Embedder& embedder;
   const Collection& collection;
   const BatcherOptions options;
+  const int32_t n_workers;
   const BatchObserver observer;
-  asio::io_context io;
-  asio::executor_work_guard<asio::io_context::executor_type> work;
+  asio::io_context dispatch_io;
+  asio::io_context compute_io;
+  asio::executor_work_guard<asio::io_context::executor_type> dispatch_work;
+  asio::executor_work_guard<asio::io_context::executor_type> compute_work;
+  // The dispatcher's own state (touched on its thread only).
   Lane<TextJob> texts;
   Lane<TextSearchJob> text_searches;
   Lane<ImageJob> images;
   Lane<SearchJob> searches;
+  int32_t running = 0;  // batches handed to the workers (running or queued) and not yet done
+  int next_lane = 0;
+  bool closing = false;
+  bool closed_signalled = false;
+  std::promise<void> closed;
+
   std::atomic<int64_t> depth{0};
-  std::atomic<int64_t> in_flight{0};  // jobs posted to a lane that it has not taken yet
-  std::atomic<int32_t> running{0};    // batches handed to the workers and not yet done
+  std::atomic<int64_t> in_flight{0};  // jobs posted to the dispatcher and not yet in a lane
+  std::thread dispatcher;
   std::vector<std::thread> workers;
 };
 
@@ -244,8 +276,18 @@ Batcher::Batcher(const Embedder& embedder, const Collection& collection,
     : impl_(std::make_unique<Impl>(embedder, collection, options, std::move(observer))) {}
 
 Batcher::~Batcher() {
-  impl_->work.reset();  // the workers finish what is queued (timers included), then return
+  // Every queued job still runs: the dispatcher says when the last is done, then both
+  // executors run out of work and their threads return.
+  std::future<void> closed = impl_->closed.get_future();
+  asio::post(impl_->dispatch_io, [impl = impl_.get()] {
+    impl->closing = true;
+    impl->maybe_closed();
+  });
+  closed.wait();
+  impl_->compute_work.reset();
+  impl_->dispatch_work.reset();
   for (std::thread& t : impl_->workers) t.join();
+  impl_->dispatcher.join();
 }
 
 std::future<std::vector<float>> Batcher::embed_tokens(std::vector<int32_t> ids) {

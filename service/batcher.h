@@ -1,15 +1,17 @@
 // Micro-batching for the HTTP service: concurrent requests' text encodes, image encodes and
-// index searches are queued per kind and run together by one worker thread (Boost.Asio),
-// so a batch of 32 queries costs little more than one. A lane flushes when it holds
-// max_batch jobs or flush_after has passed since its first job arrived; a lone job with no
-// other in sight (and a lane whose last batch was single) runs at once. The total number of
-// queued jobs is bounded: beyond max_queue a submit throws Error::unavailable at once.
+// index searches are queued per kind and run together by a few worker threads, so a batch of
+// 32 queries costs little more than one. The policy is work-conserving: a job that finds a
+// worker idle runs at once; jobs that arrive while every worker is busy wait in their kind's
+// lane, and each worker that frees takes the next batch (its share of a lane's pending jobs,
+// lanes taken in turn). So a lone request never waits for company, and under load batches
+// grow by themselves to what arrives during one batch's run, with no timer to tune. The
+// total number of queued jobs is bounded: beyond max_queue a submit throws
+// Error::unavailable at once.
 //
 // Thread-safety: every public method may be called from any thread. The returned futures
 // carry the batch's result or its Error. Destruction finishes the queued jobs, then joins.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <future>
@@ -25,7 +27,6 @@ class Embedder;
 
 struct BatcherOptions {
   int32_t max_batch = 64;  // jobs of one kind run together at most
-  std::chrono::microseconds flush_after{2000};
   int64_t max_queue = 512;  // jobs queued or running, all kinds together
   // Threads that run batches, each with one compute thread of its own (LibTorch and FAISS):
   // on a small machine two single-threaded workers keep both cores busy without the
@@ -33,7 +34,8 @@ struct BatcherOptions {
   int32_t workers = 1;
 };
 
-// Called with each batch's kind ("text", "image", "search") and size, from the worker.
+// Called with each batch's kind ("text", "image", "search") and size, from the worker,
+// before the batch runs.
 using BatchObserver = std::function<void(const char* kind, int64_t size)>;
 
 class Batcher {
