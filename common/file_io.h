@@ -1,5 +1,8 @@
-// Small file helpers shared by the modules that must never leave a torn file behind.
+// Small file helpers shared by the modules that must never leave a torn file behind, or read
+// what is not a file.
 #pragma once
+
+#include <sys/types.h>
 
 #include <string>
 
@@ -9,5 +12,10 @@ namespace mms {
 // it to disk, renames it over `path` and syncs the folder: a crash leaves either the old
 // file or the new one, never a torn one. Throws Error::io naming the file.
 void write_file_atomically(const std::string& path, const std::string& bytes);
+
+// What a stat() st_mode names, for messages: "a regular file", "a folder", "a FIFO",
+// "a socket", "a character device", "a block device", "a symbolic link" or "an unknown kind
+// of file".
+const char* file_type_name(mode_t mode);
 
 }  // namespace mms

@@ -24,6 +24,7 @@
 #include <system_error>
 
 #include "common/error.h"
+#include "common/file_io.h"
 #include "encoders/image_probe.h"
 
 namespace mms {
@@ -180,13 +181,16 @@ cv::Mat rgb_view(const DecodedImage& image) {
   return cv::Mat(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.rgb.data()));
 }
 
-std::vector<uint8_t> read_file_bounded(const std::string& path, int64_t max_bytes) {
+}  // namespace
+
+std::vector<uint8_t> read_image_file(const std::string& path, int64_t max_bytes) {
   auto os_error = [&](const char* action) {
     return Error::io("cannot " + std::string(action) + " image file '" + path +
                      "': " + std::system_category().message(errno));
   };
-  // O_NONBLOCK so that a FIFO cannot hang us before fstat says it is not a regular file.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  // O_NONBLOCK so that a FIFO cannot hang us before fstat says it is not a regular file;
+  // O_NOCTTY so that a terminal device never becomes our controlling terminal.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
       throw Error::not_found("image file '" + path + "' does not exist");
@@ -199,7 +203,10 @@ std::vector<uint8_t> read_file_bounded(const std::string& path, int64_t max_byte
   } closer{fd};
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw os_error("inspect");
-  if (!S_ISREG(st.st_mode)) throw Error::io("image path '" + path + "' is not a regular file");
+  if (!S_ISREG(st.st_mode)) {
+    throw Error::io("image path '" + path + "' is not a regular file (" +
+                    file_type_name(st.st_mode) + ")");
+  }
   if (st.st_size > max_bytes) {
     throw Error::too_large("image file '" + path + "' is " + std::to_string(st.st_size) +
                            " bytes, over the limit of " + std::to_string(max_bytes) + " bytes");
@@ -216,8 +223,6 @@ std::vector<uint8_t> read_file_bounded(const std::string& path, int64_t max_byte
   bytes.resize(filled);
   return bytes;
 }
-
-}  // namespace
 
 DecodedImage decode_image(const uint8_t* data, size_t size, std::string_view name_for_errors,
                           const ImageLimits& limits, int32_t min_side_hint) {
@@ -286,7 +291,7 @@ DecodedImage decode_image(const uint8_t* data, size_t size, std::string_view nam
 DecodedImage load_image_file(const std::string& path, const ImageLimits& limits,
                              int32_t min_side_hint) {
   check_decode_arguments(limits, min_side_hint);
-  const std::vector<uint8_t> bytes = read_file_bounded(path, limits.max_bytes);
+  const std::vector<uint8_t> bytes = read_image_file(path, limits.max_bytes);
   return decode_image(bytes.data(), bytes.size(), path, limits, min_side_hint);
 }
 

@@ -86,8 +86,16 @@ struct DecodedImage {
 DecodedImage decode_image(const uint8_t* data, size_t size, std::string_view name_for_errors,
                           const ImageLimits& limits, int32_t min_side_hint = 0);
 
-// Reads the file at `path` (refused by its size before reading when over limits.max_bytes)
-// and decodes it as decode_image does, naming `path` in errors. Throws Error::not_found when
+// The bytes of the image file at `path`, read safely from a folder that may hold anything:
+// opened without blocking (a FIFO never hangs the caller), refused unless the opened file is
+// regular (a device, FIFO or socket), refused by its size before reading when over
+// `max_bytes`, and read up to the size it had when opened, so a file that keeps growing
+// costs at most `max_bytes`. Throws Error::not_found when it does not exist, Error::io when it
+// cannot be read or is not a regular file, Error::too_large over `max_bytes`.
+std::vector<uint8_t> read_image_file(const std::string& path, int64_t max_bytes);
+
+// Reads the file at `path` with read_image_file (limits.max_bytes) and decodes it as
+// decode_image does, naming `path` in errors. Throws Error::not_found when
 // it does not exist, Error::io when it cannot be read or is not a regular file.
 DecodedImage load_image_file(const std::string& path, const ImageLimits& limits,
                              int32_t min_side_hint = 0);

@@ -323,13 +323,15 @@ std::unique_ptr<Collection> Collection::open_for_search(const std::string& dir,
   impl->dir = dir;
   impl->fingerprint = model_fingerprint;
   // Read-write when the OS allows (to rewrite stale FAISS files), else SQLite opens read-only.
-  impl->db = std::make_unique<SqliteDb>(path, /*create=*/false, kBusyTimeoutMs);
-  impl->db->exec("PRAGMA synchronous = FULL");
-  {
-    SqliteTransaction txn(*impl->db, /*immediate=*/false);
-    const Meta meta = read_meta(*impl->db);
+  // A reader of a WAL catalog still needs its -shm and -wal files: where they cannot be made
+  // (a read-only folder or medium, a full disk) and none holds anything, the catalog is read
+  // as an immutable snapshot instead, so that such an index still answers searches.
+  auto check_meta = [&](SqliteDb& db) {
+    db.exec("PRAGMA synchronous = FULL");
+    SqliteTransaction txn(db, /*immediate=*/false);
+    const Meta meta = read_meta(db);
     if (meta.fingerprint != model_fingerprint) {
-      if (get_meta(*impl->db, "staged_fingerprint") == model_fingerprint) {
+      if (get_meta(db, "staged_fingerprint") == model_fingerprint) {
         throw Error::unavailable("index '" + dir + "' is being re-embedded for model " +
                                  model_fingerprint + "; until that run completes it answers " +
                                  "for model " + meta.fingerprint);
@@ -338,6 +340,21 @@ std::unique_ptr<Collection> Collection::open_for_search(const std::string& dir,
     }
     impl->dim = static_cast<int32_t>(meta.dim);
     txn.commit();
+  };
+  try {
+    impl->db = std::make_unique<SqliteDb>(path, /*create=*/false, kBusyTimeoutMs);
+    check_meta(*impl->db);
+  } catch (const Error& e) {
+    std::error_code size_ec;
+    const auto wal_bytes = fs::file_size(path + "-wal", size_ec);
+    if (e.kind() != ErrorKind::kIo || (!size_ec && wal_bytes > 0)) throw;
+    try {
+      impl->db = std::make_unique<SqliteDb>(path, /*create=*/false, kBusyTimeoutMs,
+                                            /*snapshot=*/true);
+      check_meta(*impl->db);
+    } catch (const Error&) {
+      throw e;  // the first failure is the one that explains
+    }
   }
   sync_all_indexes(*impl, /*best_effort=*/true);
   return std::unique_ptr<Collection>(new Collection(std::move(impl)));

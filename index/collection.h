@@ -130,8 +130,11 @@ class Collection {
 
   // Opens an existing INDEX_DIR to search with the model `model_fingerprint` and loads both
   // search indexes, rebuilding and rewriting any FAISS file that is missing, stale or damaged
-  // (kept in memory only when the folder is read-only). Throws Error: not_found when there is
-  // no catalog; mismatch for another model; corrupt / unsupported as open().
+  // (kept in memory only when the folder is read-only). Where SQLite cannot make the catalog's
+  // -shm / -wal files (a read-only folder or medium, a full disk) and no -wal holds committed
+  // writes, the catalog is read as an immutable snapshot: searches answer, a writer's later
+  // changes are not seen. Throws Error: not_found when there is no catalog; mismatch for
+  // another model; corrupt / unsupported as open(); io when it cannot be read.
   static std::unique_ptr<Collection> open_for_search(const std::string& dir,
                                                      const std::string& model_fingerprint);
 

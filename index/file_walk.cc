@@ -3,20 +3,36 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
 #include "common/error.h"
+#include "common/file_io.h"
 
 namespace mms {
 namespace {
 
 namespace fs = std::filesystem;
 
-bool stat_file(const fs::path& p, bool follow, FoundFile& out) {
+// Fills `out` when `p` is a regular file (through a link when `follow`). Anything else that
+// is not a folder (a FIFO, socket or device; with `follow`, a link to one or a broken link) is
+// reported in `skipped` with why: opening a FIFO or a device could block or never end, and
+// saying so beats a file that silently never shows up.
+bool stat_file(const fs::path& p, bool follow, FoundFile& out, std::vector<std::string>* skipped) {
   struct stat st {};
   const int rc = follow ? ::stat(p.c_str(), &st) : ::lstat(p.c_str(), &st);
-  if (rc != 0 || !S_ISREG(st.st_mode)) return false;
+  if (rc != 0) {
+    if (skipped) skipped->push_back(p.string() + ": " + std::strerror(errno));
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    if (skipped && !S_ISLNK(st.st_mode) && !S_ISDIR(st.st_mode)) {
+      skipped->push_back(p.string() + ": not a regular file (" + file_type_name(st.st_mode) + ")");
+    }
+    return false;
+  }
   out.path = p.lexically_normal().string();
   out.size = st.st_size;
   out.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
@@ -40,7 +56,7 @@ void walk_dir(const fs::path& dir, const WalkOptions& options, std::set<fs::path
       walk_dir(entry.path(), options, visited, out, skipped);
     } else {
       FoundFile f;
-      if (stat_file(entry.path(), options.follow_links, f)) out.push_back(std::move(f));
+      if (stat_file(entry.path(), options.follow_links, f, skipped)) out.push_back(std::move(f));
     }
   }
 }
@@ -49,7 +65,7 @@ void walk_dir(const fs::path& dir, const WalkOptions& options, std::set<fs::path
 
 std::optional<FoundFile> stat_regular_file(const std::string& path, bool follow) {
   FoundFile f;
-  if (!stat_file(path, follow, f)) return std::nullopt;
+  if (!stat_file(path, follow, f, nullptr)) return std::nullopt;
   return f;
 }
 
@@ -68,7 +84,7 @@ std::vector<FoundFile> walk_files(const std::vector<std::string>& paths, const W
     } else {
       FoundFile f;
       // A file named on the command line is taken even through a link: the user asked.
-      if (stat_file(p, true, f)) out.push_back(std::move(f));
+      if (stat_file(p, true, f, skipped)) out.push_back(std::move(f));
     }
   }
   std::sort(out.begin(), out.end(),

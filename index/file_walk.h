@@ -21,8 +21,10 @@ struct WalkOptions {
   bool follow_links = false;
 };
 
-// Throws Error::not_found when a given path does not exist. Unreadable sub-folders are
-// skipped (reported in `skipped` when given).
+// Throws Error::not_found when a given path does not exist. Unreadable sub-folders and what
+// is neither a folder nor a regular file (FIFOs, sockets, devices; with follow_links, links
+// to them and broken links) are skipped, each reported in `skipped` as "PATH: reason" when
+// given; links not followed are left out silently, as documented.
 std::vector<FoundFile> walk_files(const std::vector<std::string>& paths, const WalkOptions& options,
                                   std::vector<std::string>* skipped = nullptr);
 

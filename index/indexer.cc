@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <future>
 #include <sstream>
@@ -52,12 +51,18 @@ Decoded decode_one(const FoundFile& f, int32_t size,
       throw Error::too_large("'" + f.path + "' is " + std::to_string(f.size) +
                              " bytes, over the limit of " + std::to_string(limits.max_bytes));
     }
-    std::ifstream in(f.path, std::ios::binary);
-    if (!in) throw Error::io("'" + f.path + "' cannot be read");
-    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    // Never blocks (a FIFO put in the file's place since the walk) and never reads more than
+    // the limit (a file that keeps growing).
+    const std::vector<uint8_t> bytes = read_image_file(f.path, limits.max_bytes);
+    if (static_cast<int64_t>(bytes.size()) != f.size) {
+      // Being written (or rewritten) now: what was read may be half a file, and the row would
+      // carry the walk's size for other bytes. A later run reads it again once it has settled.
+      throw Error::io("'" + f.path + "' changed while it was being indexed (" +
+                      std::to_string(f.size) + " bytes when found, " +
+                      std::to_string(bytes.size()) + " when read); run again once it is complete");
+    }
     w.content_hash = hex64(fnv1a64(bytes.data(), bytes.size()));
-    const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
-    const DecodedImage img = decode_image(data, bytes.size(), f.path, limits, size);
+    const DecodedImage img = decode_image(bytes.data(), bytes.size(), f.path, limits, size);
     w.width = img.source.width;
     w.height = img.source.height;
     d.pixels = preprocess_image(img, size);
@@ -192,7 +197,8 @@ IndexSummary index_paths(Collection& collection, const Embedder& embedder,
                          const std::vector<std::string>& paths, const IndexOptions& options) {
   const auto t_start = Clock::now();
   IndexSummary s;
-  const std::vector<FoundFile> files = walk_files(paths, WalkOptions{options.follow_links});
+  const std::vector<FoundFile> files =
+      walk_files(paths, WalkOptions{options.follow_links}, &s.skipped);
   s.files = static_cast<int64_t>(files.size());
 
   // Files whose size and mtime match their catalog row are done: skip them unread.
@@ -246,7 +252,11 @@ ReembedSummary reembed_collection(Collection& collection, const Embedder& embedd
                                   const IndexOptions& options) {
   const auto t_start = Clock::now();
   ReembedSummary r;
-  if (collection.reembed_fingerprint().empty()) return r;  // already in this model's space
+  if (collection.reembed_fingerprint().empty()) {  // already in this model's space
+    // A run killed after its swap committed left the FAISS files of the old space behind.
+    collection.sync_indexes();
+    return r;
+  }
   if (collection.reembed_fingerprint() != embedder.fingerprint()) {
     throw Error::invalid_argument("reembed_collection: the collection stages model " +
                                   collection.reembed_fingerprint() + ", not " +
@@ -331,6 +341,7 @@ std::string format_summary(const IndexSummary& s) {
     }
     out << ")";
   }
+  if (!s.skipped.empty()) out << ", " << s.skipped.size() << " skipped (not files to index)";
   char timing[160];
   const int64_t processed = s.added + s.updated + s.failed;
   std::snprintf(timing, sizeof timing,

@@ -27,6 +27,9 @@ struct IndexOptions {
 struct IndexSummary {
   int64_t files = 0, added = 0, updated = 0, unchanged = 0, removed = 0, failed = 0;
   std::map<std::string, int64_t> failed_by_reason;  // error kind -> count
+  // "PATH: reason" for what the walk found but could not index and left out of the catalog:
+  // FIFOs, sockets, devices, broken links, unreadable folders. Not counted in `files`.
+  std::vector<std::string> skipped;
   double seconds = 0, decode_seconds = 0, encode_seconds = 0, write_seconds = 0;
 };
 
@@ -42,8 +45,9 @@ struct ReembedSummary {
 // For a collection opened with CollectionOptions::reembed for `embedder`'s model: embeds
 // every item again from its file and every text, staged beside the live vectors (searchers
 // with the old model keep answering), then swaps to the new space in one transaction and
-// builds its search indexes. An interrupted run resumes with what it staged. Does nothing
-// when the collection is already in this model's space.
+// builds its search indexes. An interrupted run resumes with what it staged. When the
+// collection is already in this model's space it only brings the search indexes up to date
+// (a run killed after its swap left them to build).
 ReembedSummary reembed_collection(Collection& collection, const Embedder& embedder,
                                   const IndexOptions& options);
 

@@ -2,6 +2,10 @@
 
 #include <sqlite3.h>
 
+#include <cctype>
+#include <cstring>
+#include <filesystem>
+
 #include "common/error.h"
 
 namespace mms {
@@ -26,13 +30,47 @@ Error sqlite_error(int rc, const std::string& message) {
   }
 }
 
+// For failures of the file system, the OS's own words: SQLite says "disk I/O error" alike for a
+// full disk, a file-size limit and a failing drive, and only errno tells them apart.
+std::string os_reason(sqlite3* db, int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY: break;
+    default: return {};
+  }
+  const int err = db ? sqlite3_system_errno(db) : 0;
+  return err ? std::string(" (") + std::strerror(err) + ")" : std::string();
+}
+
+// "file:PATH?immutable=1" with PATH percent-encoded, as SQLite's URI filenames want.
+std::string immutable_uri(const std::string& path) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string uri = "file:";
+  for (const unsigned char c : std::filesystem::absolute(path).string()) {
+    if (std::isalnum(c) || c == '/' || c == '.' || c == '-' || c == '_' || c == '~') {
+      uri += static_cast<char>(c);
+    } else {
+      uri += '%';
+      uri += kHex[c >> 4];
+      uri += kHex[c & 15];
+    }
+  }
+  return uri + "?immutable=1";
+}
+
 }  // namespace
 
-SqliteDb::SqliteDb(const std::string& path, bool create, int32_t busy_timeout_ms) : path_(path) {
-  const int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
-  const int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+SqliteDb::SqliteDb(const std::string& path, bool create, int32_t busy_timeout_ms, bool snapshot)
+    : path_(path) {
+  const int flags = snapshot ? SQLITE_OPEN_READONLY | SQLITE_OPEN_URI
+                             : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+  const int rc =
+      sqlite3_open_v2(snapshot ? immutable_uri(path).c_str() : path.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
-    const std::string reason = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+    const std::string reason =
+        (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc)) + os_reason(db_, rc);
     sqlite3_close(db_);
     db_ = nullptr;
     throw sqlite_error(rc, "cannot open catalog '" + path + "': " + reason);
@@ -49,14 +87,15 @@ void SqliteDb::exec(const std::string& sql) {
   char* message = nullptr;
   const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &message);
   if (rc != SQLITE_OK) {
-    const std::string reason = message ? message : sqlite3_errstr(rc);
+    const std::string reason = (message ? message : sqlite3_errstr(rc)) + os_reason(db_, rc);
     sqlite3_free(message);
     throw sqlite_error(rc, "catalog '" + path_ + "': " + reason);
   }
 }
 
 void SqliteDb::fail(int rc, const std::string& what) const {
-  throw sqlite_error(rc, "catalog '" + path_ + "': " + what + ": " + sqlite3_errmsg(db_));
+  throw sqlite_error(
+      rc, "catalog '" + path_ + "': " + what + ": " + sqlite3_errmsg(db_) + os_reason(db_, rc));
 }
 
 int64_t SqliteDb::changes() const {

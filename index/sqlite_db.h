@@ -17,7 +17,10 @@ class SqliteDb {
  public:
   // Opens `path`. create: make the file when missing (else Error::not_found). Sets a busy
   // timeout of `busy_timeout_ms`, so a second writer waits rather than failing at once.
-  SqliteDb(const std::string& path, bool create, int32_t busy_timeout_ms);
+  // snapshot: read-only and immutable (SQLite neither locks nor looks at -wal / -shm files),
+  // for a catalog in a folder where those files cannot be made; only correct while nothing
+  // writes the file and no committed transaction waits in its -wal.
+  SqliteDb(const std::string& path, bool create, int32_t busy_timeout_ms, bool snapshot = false);
   ~SqliteDb();
   SqliteDb(const SqliteDb&) = delete;
   SqliteDb& operator=(const SqliteDb&) = delete;

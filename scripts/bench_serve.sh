@@ -51,6 +51,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# stop_tree, free_port, wait_healthy, mem_sample, summary_line
+source scripts/bench/serve_lib.sh
 
 BUILD="${BUILD:-build}"
 MODEL="${MODEL:-data/models/default}"
@@ -92,36 +94,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# stop_tree PID: TERM to PID (gunicorn's master passes it on to its workers), KILL to it and
-# its children if they are still there after 15 s.
-stop_tree() {
-  local pid=$1 kids
-  kill -0 "$pid" 2>/dev/null || return 0
-  kids=$(pgrep -P "$pid" || true)
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  # shellcheck disable=SC2086
-  kill -KILL "$pid" $kids 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_healthy NAME PID URL LOG: until GET URL/healthz answers (the peer hashes the model and
-# the index file at start-up: tens of seconds under load).
-wait_healthy() {
-  local name=$1 pid=$2 url=$3 log=$4
-  for _ in $(seq 900); do
-    curl -sf "$url/healthz" >/dev/null 2>&1 && return 0
-    kill -0 "$pid" 2>/dev/null || { echo "bench_serve: $name exited:"; tail -5 "$log"; exit 1; }
-    sleep 0.2
-  done
-  echo "bench_serve: $name did not come up in 180 s: $log"
-  exit 1
-}
-
 # start_mmsearch INDEX_DIR LOG, start_peer INDEX_DIR LOG: start one server on a free port and
 # set ${name}_pid and ${name}_url (not waiting for it).
 start_mmsearch() {
@@ -145,19 +117,6 @@ start_peer() {
   peer_url="http://127.0.0.1:$port"
 }
 
-# mem_sample PID: "RSS_KiB PSS_KiB PROCESSES" of PID and its children (gunicorn's master and
-# its workers; for mmsearch, the one process). RSS counts shared pages once per process; PSS
-# splits them.
-mem_sample() {
-  local pid rss=0 pss=0 n=0 r p
-  for pid in "$1" $(pgrep -P "$1" || true); do
-    r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || continue
-    p=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
-    rss=$((rss + ${r:-0})); pss=$((pss + ${p:-0})); n=$((n + 1))
-  done
-  echo "$rss $pss $n"
-}
-
 # run_wrk URL C SECONDS OFFSET OUT: wrk's output in OUT; prints its figures on one line.
 run_wrk() {
   local t=$((WRK_THREADS < $2 ? WRK_THREADS : $2))
@@ -168,10 +127,6 @@ run_wrk() {
   wait "$wrk_pid" || true
   wrk_pid=""
   grep -q '^RESULT ' "$5" || { echo "bench_serve: wrk failed:"; tail -5 "$5"; exit 1; }
-}
-summary_line() {
-  awk '/^RESULT / || /^FAILURES / { for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] } }
-       END { printf "%9.1f req/s  p50 %8.2f ms  p99 %8.2f ms  failures %s\n", f["rps"], f["p50_ms"], f["p99_ms"], f["total"] }' "$1"
 }
 
 # ---- set-up ----------------------------------------------------------------------------------

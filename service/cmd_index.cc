@@ -106,6 +106,8 @@ void run_index(const IndexCommand& c) {
     if (c.paths.empty() && !c.prune) return;
   }
   const IndexSummary summary = index_paths(*collection, *embedder, c.paths, options);
+  // Skipped paths have no catalog row to look up later, so each is named here.
+  for (const std::string& why : summary.skipped) std::cerr << "skipped: " << why << "\n";
   std::cout << format_summary(summary) << "\n";
 }
 

@@ -1,8 +1,12 @@
 // Decoding: every supported format to the same RGB, alpha on white, orientation, reduced
 // JPEG decoding, and every way a file can be refused (each error naming the file).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <future>
 #include <random>
 #include <string>
 #include <thread>
@@ -244,6 +248,34 @@ TEST(ImageDecode, FileErrorsNameThePath) {
   const std::string folder = fixture_path("");
   message = error_message([&] { load_image_file(folder, ImageLimits{}); }, ErrorKind::kIo);
   EXPECT_NE(message.find("'" + folder + "' is not a regular file"), std::string::npos) << message;
+}
+
+// What a folder to index may hold besides images: a FIFO with no writer (a blocking open
+// would wait for ever) and a device that never ends are refused at once, by what the opened
+// descriptor is.
+TEST(ImageDecode, FifosAndDevicesAreRefusedWithoutBlocking) {
+  const std::string fifo =
+      ::testing::TempDir() + "mms_image_decode_fifo_" + std::to_string(::getpid());
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto reading = std::async(std::launch::async, [&] {
+    return error_message([&] { read_image_file(fifo, ImageLimits{}.max_bytes); }, ErrorKind::kIo);
+  });
+  if (reading.wait_for(std::chrono::seconds(20)) == std::future_status::timeout) {
+    // A writer releases a blocked open, so the test fails instead of hanging.
+    const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+    ADD_FAILURE() << "opening a FIFO blocked";
+    reading.wait();
+    ::close(fd);
+  }
+  std::string message = reading.get();
+  EXPECT_NE(message.find("'" + fifo + "' is not a regular file (a FIFO)"), std::string::npos)
+      << message;
+  ::unlink(fifo.c_str());
+  message = error_message([&] { load_image_file("/dev/zero", ImageLimits{}); }, ErrorKind::kIo);
+  EXPECT_NE(message.find("'/dev/zero' is not a regular file (a character device)"),
+            std::string::npos)
+      << message;
 }
 
 // Random corruption of real images reaches the decoders (our header checks pass most of
