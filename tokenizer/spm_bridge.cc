@@ -14,6 +14,24 @@ namespace {
 
 constexpr const char* kPluginName = "libmms_spm.so";
 
+#if defined(__SANITIZE_ADDRESS__)
+// AddressSanitizer's dlopen refuses RTLD_DEEPBIND outright, because a library bound deep
+// would normally take malloc and operator new from libc and libstdc++, not from the
+// sanitizer, and memory would cross between two allocators. Here it does not: in a sanitized
+// build the plugin is linked with -fsanitize=address too, which makes libasan the first
+// library it needs, and so the first place its deep-bound lookups (SentencePiece's included)
+// find malloc and operator new: the same sanitizer allocator as the rest of the process.
+// So the plugin is opened with libc's own dlopen, past the sanitizer's check.
+void* open_plugin(const char* path, int flags) {
+  using DlopenFn = void* (*)(const char*, int);
+  void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+  auto libc_dlopen = libc ? reinterpret_cast<DlopenFn>(dlsym(libc, "dlopen")) : nullptr;
+  return libc_dlopen ? libc_dlopen(path, flags) : dlopen(path, flags);
+}
+#else
+void* open_plugin(const char* path, int flags) { return dlopen(path, flags); }
+#endif
+
 // Where the plugin may be, in order: $MMSEARCH_SPM_PLUGIN, beside the running program, and
 // where this build put it.
 std::vector<std::string> candidates() {
@@ -37,7 +55,7 @@ const Bridge* load_bridge() {
     }
     // RTLD_DEEPBIND: the plugin and SentencePiece resolve symbols in their own scope first,
     // so SentencePiece's embedded protobuf never meets LibTorch's (see spm_bridge.h).
-    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    void* handle = open_plugin(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     if (handle == nullptr) {
       tried += " '" + path + "' (" + dlerror() + ")";
       continue;
