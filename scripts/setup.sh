@@ -10,9 +10,10 @@ cd "$root"
 # web page's browser test (tests/service_browser_cli_slow_test.cc), driven by playwright-core. The
 # python3-* packages and gunicorn run the PyTorch reference of the model (scripts/python/),
 # its test (tests/python_reference_test.py) and the Python peer service of the benchmarks.
+# libgloo-dev: c10d's ProcessGroupGloo.hpp includes Gloo's headers (distributed training).
 packages=(
   build-essential cmake ninja-build pkg-config ccache git
-  libtorch-dev libopenblas0-openmp
+  libtorch-dev libopenblas0-openmp libgloo-dev
   libfaiss-dev libsentencepiece-dev sentencepiece
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libcpp-httplib-dev libboost-dev libsqlite3-dev sqlite3

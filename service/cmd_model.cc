@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -95,10 +96,14 @@ std::string eval_queries(const Embedder& embedder, const std::vector<Pair>& pair
 }  // namespace
 
 void run_train(const TrainCommand& c) {
-  if (c.world_size > 1) {
-    throw Error::unsupported("--world-size " + std::to_string(c.world_size) +
-                             ": distributed training is not available in this build yet");
-  }
+  LaunchFlags launch;
+  launch.world_size = c.world_size;
+  launch.rank = c.rank;
+  launch.local_rank = c.local_rank;
+  launch.master = c.master;
+  launch.timeout_s = c.dist_timeout;
+  const DistributedSettings distributed =
+      resolve_distributed(launch, [](const char* name) { return std::getenv(name); });
   const int32_t threads = resolve_threads(c.threads);
   set_compute_threads(threads);
   const TrainConfig config = load_train_config(c.config, c.overrides);
@@ -107,7 +112,9 @@ void run_train(const TrainCommand& c) {
   options.resume = c.resume;
   options.device = c.device;
   options.threads = threads;
+  options.distributed = distributed;
   const TrainResult r = train_model(config, options);
+  if (distributed.rank != 0) return;  // rank 0 reports for the run
   std::cout << "trained " << r.steps << " steps; best validation score " << r.best_score
             << " (mean recall, %); model: " << (r.model_dir.empty() ? "none" : r.model_dir) << "\n";
 }

@@ -14,9 +14,11 @@ struct TrainCommand {
   std::string config, out_dir, device = "cpu";
   std::vector<std::string> overrides;
   bool resume = false;
-  int world_size = 1, rank = 0;
+  int world_size = -1, rank = -1;  // -1: from the environment (training/distributed.h)
   std::string master;
   int threads = 0;
+  int local_rank = -1;
+  double dist_timeout = -1;
 };
 void run_train(const TrainCommand& command);
 

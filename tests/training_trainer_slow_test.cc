@@ -18,95 +18,19 @@
 #include "tokenizer/tokenizer.h"
 #include "training/train_config.h"
 #include "training/trainer.h"
+#include "training_shapes_fixture.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-const char* kColors[] = {"red", "green", "blue", "yellow"};
-const uint8_t kRgb[][3] = {{220, 30, 30}, {30, 200, 40}, {30, 60, 220}, {230, 210, 20}};
-const char* kShapes[] = {"square", "circle", "stripe"};
-
-mms::DecodedImage draw(int color, int shape, std::mt19937& rng) {
-  mms::DecodedImage img;
-  img.width = img.height = 48;
-  img.rgb.assign(48 * 48 * 3, 255);
-  std::uniform_int_distribution<int> jitter(-4, 4);
-  const int cx = 24 + jitter(rng), cy = 24 + jitter(rng), r = 12 + jitter(rng) / 2;
-  for (int y = 0; y < 48; ++y) {
-    for (int x = 0; x < 48; ++x) {
-      bool in = false;
-      if (shape == 0) in = std::abs(x - cx) <= r && std::abs(y - cy) <= r;
-      if (shape == 1) in = (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r * r;
-      if (shape == 2) in = std::abs(y - cy) <= 4;
-      if (in) std::copy(kRgb[color], kRgb[color] + 3, &img.rgb[(y * 48 + x) * 3]);
-    }
-  }
-  return img;
-}
 
 class TrainerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() / ("mms_trainer_test_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
-    fs::create_directories(dir_ / "img");
-    std::mt19937 rng(7);
-    std::ofstream manifest(dir_ / "pairs.jsonl"), corpus(dir_ / "corpus.txt");
-    int n = 0;
-    for (int c = 0; c < 4; ++c) {
-      for (int s = 0; s < 3; ++s) {
-        const std::string caption = std::string("a ") + kColors[c] + " " + kShapes[s];
-        for (int k = 0; k < 6; ++k) {
-          const std::string name = "img/" + std::to_string(n++) + ".jpg";
-          const auto jpeg = mms::encode_jpeg_thumbnail(draw(c, s, rng), 48, 95);
-          std::ofstream(dir_ / name, std::ios::binary)
-              .write(reinterpret_cast<const char*>(jpeg.data()), jpeg.size());
-          const char* split = k < 5 ? "train" : "val";
-          // The colour is the class label: validation also reports zero-shot accuracy.
-          // Title and keywords serve the caption-view tests; the others train on captions.
-          manifest << nlohmann::json{{"image", name},
-                                     {"caption", caption},
-                                     {"split", split},
-                                     {"label", kColors[c]},
-                                     {"title", std::string(kColors[c]) + " " + kShapes[s]},
-                                     {"keywords", {kColors[c], kShapes[s]}}}
-                          .dump()
-                   << "\n";
-        }
-        for (int k = 0; k < 20; ++k)
-          corpus << caption << "\nthe " << kShapes[s] << " is " << kColors[c] << "\n";
-      }
-    }
-    manifest.close();
-    corpus.close();
-    mms::TokenizerTrainOptions tok;
-    tok.corpus_path = (dir_ / "corpus.txt").string();
-    tok.vocab_size = 14;  // 4 reserved + the 10 words of the corpus
-    tok.out_path = (dir_ / "tok.model").string();
-    tok.model_type = "word";
-    mms::train_tokenizer(tok);
-    const int32_t vocab = mms::Tokenizer::load(tok.out_path).vocab_size();
-
-    config_.tokenizer = tok.out_path;
-    config_.data = {{"shapes", (dir_ / "pairs.jsonl").string(), 0}};
-    config_.cache_dir = "";
-    config_.model.image.image_size = 32;
-    config_.model.image.stem_channels = {16, 32};
-    config_.model.image.width = 32;
-    config_.model.image.depth = 1;
-    config_.model.image.heads = 2;
-    config_.model.text.vocab_size = vocab;
-    config_.model.text.width = 32;
-    config_.model.text.depth = 1;
-    config_.model.text.heads = 2;
-    config_.model.text.window = 4;
-    config_.model.embed_dim = 32;
-    config_.batch_size = 12;
-    config_.lr = 3e-3;
-    config_.warmup_steps = 5;
-    config_.checkpoint_every = 4;
-    config_.augment.jitter = 0.05f;
+    config_ = shapes_fixture::write_shapes_data(dir_);
   }
   void TearDown() override {
     if (!getenv("KEEP")) fs::remove_all(dir_);

@@ -145,11 +145,12 @@ CaptionView draw_caption(const TrainSample& sample, const AugmentConfig& config,
   }
 }
 
-void augment_image(const uint8_t* src, int32_t side, int32_t out_size, const AugmentConfig& config,
-                   std::mt19937_64& rng, float* out) {
+ImageAugment draw_image_augment(int32_t side, const AugmentConfig& config, std::mt19937_64& rng) {
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   const double area = side * double(side);
-  double w = side, h = side;
+  ImageAugment a;
+  a.w = side;
+  a.h = side;
   // Random resized crop: area fraction in [crop_scale_min, 1], log-uniform aspect ratio.
   for (int attempt = 0; attempt < 10; ++attempt) {
     const double scale = config.crop_scale_min + (1.0 - config.crop_scale_min) * unit(rng);
@@ -157,18 +158,28 @@ void augment_image(const uint8_t* src, int32_t side, int32_t out_size, const Aug
     const double ratio = std::exp((2 * unit(rng) - 1) * log_r);
     const double cw = std::sqrt(area * scale * ratio), ch = std::sqrt(area * scale / ratio);
     if (cw <= side && ch <= side) {
-      w = cw;
-      h = ch;
+      a.w = cw;
+      a.h = ch;
       break;
     }
   }
-  const double x0 = (side - w) * unit(rng), y0 = (side - h) * unit(rng);
-  const bool flip = config.hflip && unit(rng) < 0.5;
-  resample(src, side, x0, y0, w, h, out_size, flip, out);
-
-  if (config.jitter <= 0) return;
+  a.x0 = (side - a.w) * unit(rng);
+  a.y0 = (side - a.h) * unit(rng);
+  a.flip = config.hflip && unit(rng) < 0.5;
+  if (config.jitter <= 0) return a;
   auto factor = [&] { return static_cast<float>(1.0 + config.jitter * (2 * unit(rng) - 1)); };
-  const float brightness = factor(), contrast = factor(), saturation = factor();
+  a.jitter = true;
+  a.brightness = factor();
+  a.contrast = factor();
+  a.saturation = factor();
+  return a;
+}
+
+void apply_image_augment(const uint8_t* src, int32_t side, int32_t out_size,
+                         const ImageAugment& a, float* out) {
+  resample(src, side, a.x0, a.y0, a.w, a.h, out_size, a.flip, out);
+  if (!a.jitter) return;
+  const float brightness = a.brightness, contrast = a.contrast, saturation = a.saturation;
   const size_t plane = size_t(out_size) * out_size;
   double mean = 0;
   for (size_t i = 0; i < 3 * plane; ++i) mean += out[i];
@@ -184,6 +195,11 @@ void augment_image(const uint8_t* src, int32_t side, int32_t out_size, const Aug
     out[plane + p] = std::clamp(luma + (g - luma) * saturation, 0.0f, 1.0f);
     out[2 * plane + p] = std::clamp(luma + (b - luma) * saturation, 0.0f, 1.0f);
   }
+}
+
+void augment_image(const uint8_t* src, int32_t side, int32_t out_size, const AugmentConfig& config,
+                   std::mt19937_64& rng, float* out) {
+  apply_image_augment(src, side, out_size, draw_image_augment(side, config, rng), out);
 }
 
 void plain_image(const uint8_t* src, int32_t side, int32_t out_size, float* out) {

@@ -14,8 +14,22 @@
 namespace mms {
 
 // src: side x side x 3 uint8 (HWC). Writes [3, out_size, out_size] float32 0..1 (CHW) to out.
+// The same as draw_image_augment followed by apply_image_augment.
 void augment_image(const uint8_t* src, int32_t side, int32_t out_size, const AugmentConfig& config,
                    std::mt19937_64& rng, float* out);
+
+// One row's random crop, flip and jitter factors. Drawing them never looks at the pixels, so
+// a distributed rank can advance a row's generator exactly as the rank that owns the row
+// does (and then draw its caption view) without resampling the image.
+struct ImageAugment {
+  double x0 = 0, y0 = 0, w = 0, h = 0;  // the crop, in stored pixels
+  bool flip = false;
+  bool jitter = false;  // false: no colour factors were drawn
+  float brightness = 1, contrast = 1, saturation = 1;
+};
+ImageAugment draw_image_augment(int32_t side, const AugmentConfig& config, std::mt19937_64& rng);
+void apply_image_augment(const uint8_t* src, int32_t side, int32_t out_size,
+                         const ImageAugment& augment, float* out);
 
 // A caption written as "<text> Keywords: a, b, c." (the emoji and Open Clip Art form): its
 // text and its keywords, trimmed, empty ones dropped; no keywords when it has no such list.

@@ -1,6 +1,7 @@
 #include "training/image_store.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -56,7 +57,8 @@ bool read_cache(const std::string& file, ImageStore& store) {
 }
 
 void write_cache(const std::string& file, const ImageStore& store) {
-  const std::string tmp = file + ".tmp";
+  // Per process: the ranks of a distributed run on one machine may write the same cache at once.
+  const std::string tmp = file + ".tmp." + std::to_string(::getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     const uint64_t n = store.paths.size();

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <thread>
 #include <unordered_map>
 
@@ -56,7 +57,8 @@ struct Data {
   std::vector<ValSet> val;
 };
 
-Data load_data(const TrainConfig& config, int32_t threads) {
+// `talk`: print what was loaded (rank 0 of a distributed run only).
+Data load_data(const TrainConfig& config, int32_t threads, bool talk) {
   Data data;
   std::vector<std::string> paths;
   std::unordered_map<std::string, int32_t> index_of;
@@ -97,13 +99,15 @@ Data load_data(const TrainConfig& config, int32_t threads) {
   data.store = build_image_store(paths, config.model.image.image_size, threads, config.cache_dir);
   size_t failed = 0;
   for (const std::string& e : data.store.errors) failed += !e.empty();
-  std::cerr << "train: " << paths.size() << " images ready in "
-            << std::chrono::duration<double>(Clock::now() - t0).count() << " s";
-  if (failed) std::cerr << " (" << failed << " could not be loaded and are left out)";
-  std::cerr << "\n";
-  size_t shown = 0;
-  for (const std::string& e : data.store.errors) {
-    if (!e.empty() && shown++ < 3) std::cerr << "train: left out: " << e << "\n";
+  if (talk) {
+    std::cerr << "train: " << paths.size() << " images ready in "
+              << std::chrono::duration<double>(Clock::now() - t0).count() << " s";
+    if (failed) std::cerr << " (" << failed << " could not be loaded and are left out)";
+    std::cerr << "\n";
+    size_t shown = 0;
+    for (const std::string& e : data.store.errors) {
+      if (!e.empty() && shown++ < 3) std::cerr << "train: left out: " << e << "\n";
+    }
   }
 
   // Pairs whose image failed to load are dropped from training and validation alike.
@@ -126,12 +130,21 @@ Data load_data(const TrainConfig& config, int32_t threads) {
   return data;
 }
 
-// Builds batches on a background thread, a few ahead of the trainer, in order.
+// Builds batches on a background thread, a few ahead of the trainer, in order. Of global batch
+// b, rank r of `world` builds rows [r * n, (r + 1) * n), n = batch_size / world: every row's
+// generator is seeded by its global position, so a row's crop and caption view do not depend on
+// how many ranks share the batch.
 class Loader {
  public:
   Loader(const TrainConfig& config, const Data& data, const Tokenizer& tokenizer, int64_t first,
-         int64_t last)
-      : config_(config), data_(data), tokenizer_(tokenizer), next_(first), last_(last) {
+         int64_t last, int32_t rank = 0, int32_t world = 1)
+      : config_(config),
+        data_(data),
+        tokenizer_(tokenizer),
+        next_(first),
+        last_(last),
+        rank_(rank),
+        world_(world) {
     thread_ = std::thread([this] { run(); });
   }
   ~Loader() {
@@ -176,20 +189,26 @@ class Loader {
 
   Batch build(DataPlan& plan, int64_t b) {
     const std::vector<const TrainSample*> samples = plan.batch(b);
-    const int64_t n = static_cast<int64_t>(samples.size());
+    const int64_t n = static_cast<int64_t>(samples.size());  // the global batch
+    const int64_t rows = n / world_, first = rank_ * rows;    // this rank's share
     const int32_t s = config_.model.image.image_size;
     Batch batch;
-    batch.pixels = torch::empty({n, 3, s, s}, torch::kFloat);
+    batch.pixels = torch::empty({rows, 3, s, s}, torch::kFloat);
     std::vector<CaptionView> views(samples.size());
     const bool two_texts = config_.caption_and_view;
     std::vector<CaptionView> second(two_texts ? samples.size() : 0);
     AugmentConfig view_only = config_.augment;
     view_only.view_caption = 0;  // the second text is a short view where the pair has one
+    // Every row's texts are drawn (cheap) because the true pairs span the global batch; only
+    // this rank's images are resampled.
     for (int64_t i = 0; i < n; ++i) {
       std::mt19937_64 rng(config_.seed * 1000003ULL + static_cast<uint64_t>(b) * 4099ULL +
                           static_cast<uint64_t>(i));
-      augment_image(data_.store.image(samples[i]->image), data_.store.side, s, config_.augment, rng,
-                    batch.pixels[i].data_ptr<float>());
+      const ImageAugment crop = draw_image_augment(data_.store.side, config_.augment, rng);
+      if (i >= first && i < first + rows) {
+        apply_image_augment(data_.store.image(samples[i]->image), data_.store.side, s, crop,
+                            batch.pixels[i - first].data_ptr<float>());
+      }
       if (two_texts) {
         views[i] = {augment_caption(samples[i]->caption, config_.augment, rng), {}};
         second[i] = draw_caption(*samples[i], view_only, rng);
@@ -199,10 +218,13 @@ class Loader {
         if (!config_.keyword_positives) views[i].concepts.clear();
       }
     }
-    std::tie(batch.ids, batch.lengths) = token_batch(views);
+    auto mine = [&](const std::vector<CaptionView>& all) {
+      return std::vector<CaptionView>(all.begin() + first, all.begin() + first + rows);
+    };
+    std::tie(batch.ids, batch.lengths) = token_batch(mine(views));
     if (two_texts) {
       // The loss's texts are the n captions, then the n views.
-      std::tie(batch.view_ids, batch.view_lengths) = token_batch(second);
+      std::tie(batch.view_ids, batch.view_lengths) = token_batch(mine(second));
       views.insert(views.end(), second.begin(), second.end());
     }
     std::vector<uint8_t> pairs = true_pairs(samples, config_.label_positives, &views);
@@ -239,6 +261,7 @@ class Loader {
   const Data& data_;
   const Tokenizer& tokenizer_;
   int64_t next_, last_;
+  int64_t rank_, world_;
   std::thread thread_;
   std::mutex mutex_;
   std::condition_variable cv_;
@@ -407,24 +430,96 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-}  // namespace
+// The distributed pieces of a step. Each rank's loss is the whole global batch's, so the
+// scale's gradient is already the global one on every rank, while each encoder gradient covers
+// only the rank's own rows: summing those across ranks gives the one-process gradient, and the
+// scale's is divided by the rank count first so that the same sum leaves it as it was.
+void sync_gradients(Communicator& comm, nn::DualEncoder& model) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> grads;
+  for (torch::Tensor& p : model->parameters(true)) {
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    grads.push_back(p.grad());
+  }
+  model->logit_scale().mutable_grad().div_(comm.world_size());
+  comm.all_reduce_sum(grads, "the gradient all-reduce");
+}
 
-TrainResult train_model(const TrainConfig& config, const TrainOptions& options) {
+// BatchNorm normalizes with each rank's own rows (as DistributedDataParallel does without
+// SyncBatchNorm); its running statistics are averaged after each step so that every rank,
+// the weight average and the checkpoint hold the same ones.
+void average_running_stats(Communicator& comm, nn::DualEncoder& model) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> stats;
+  for (const auto& item : model->named_buffers(true)) {
+    if (item.key().find("running_") != std::string::npos) stats.push_back(item.value());
+  }
+  comm.all_reduce_sum(stats, "the BatchNorm statistics all-reduce");
+  for (torch::Tensor& t : stats) t.div_(comm.world_size());
+}
+
+// Rank 0's weights, optimizer state, weight average and checkpoint record on every rank,
+// through the process group, so that no rank needs to see rank 0's files.
+void share_state(Communicator& comm, nn::DualEncoder& model, torch::optim::AdamW& optimizer,
+                 nn::DualEncoder& ema, Checkpoint& ck) {
+  if (!comm.distributed()) return;
+  auto share = [&](auto& value, const char* what) {
+    std::string bytes;
+    if (comm.is_main()) {
+      std::ostringstream out;
+      torch::save(value, out);
+      bytes = out.str();
+    }
+    comm.broadcast_bytes(bytes, what);
+    if (!comm.is_main()) {
+      std::istringstream in(bytes);
+      torch::load(value, in);
+    }
+  };
+  share(model, "sharing rank 0's weights");
+  share(optimizer, "sharing rank 0's optimizer state");
+  if (!ema.is_empty()) share(ema, "sharing rank 0's weight average");
+  std::string record = json{{"step", ck.step}, {"best_score", ck.best_score}}.dump();
+  comm.broadcast_bytes(record, "sharing rank 0's checkpoint step");
+  const json j = json::parse(record);
+  ck.step = j.at("step").get<int64_t>();
+  ck.best_score = j.at("best_score").get<double>();
+}
+
+// A fingerprint of the weights; equal on every rank while they step together.
+double weights_checksum(nn::DualEncoder& model) {
+  torch::NoGradGuard no_grad;
+  double sum = 0;
+  int64_t i = 0;
+  for (const torch::Tensor& p : model->parameters(true)) {
+    sum += (p.to(torch::kDouble) * static_cast<double>(++i % 7 + 1)).sum().item<double>();
+  }
+  return sum;
+}
+
+TrainResult train_ranked(const TrainConfig& config, const TrainOptions& options,
+                         Communicator& comm) {
   const fs::path out_dir = options.out_dir;
-  fs::create_directories(out_dir);
-  if (!options.resume && fs::exists(out_dir / "checkpoint.json")) {
-    throw Error::invalid_argument(
-        "run directory '" + out_dir.string() +
-        "' already holds a checkpoint; pass --resume or use another --out");
+  const bool main = comm.is_main();
+  const int32_t world = comm.world_size();
+  if (config.batch_size % world != 0) {
+    throw Error::invalid_argument("train.batch_size " + std::to_string(config.batch_size) +
+                                  " does not split evenly over " + std::to_string(world) +
+                                  " ranks; use a multiple of the rank count");
+  }
+  if (main) {
+    fs::create_directories(out_dir);
+    if (!options.resume && fs::exists(out_dir / "checkpoint.json")) {
+      throw Error::invalid_argument(
+          "run directory '" + out_dir.string() +
+          "' already holds a checkpoint; pass --resume or use another --out");
+    }
+    write_file_atomically((out_dir / "train_config.json").string(), train_config_to_json(config));
   }
   torch::Device device(torch::kCPU);
   if (options.device == "cuda") {
-    if (!torch::cuda::is_available()) {
-      throw Error::unsupported("--device cuda: this build of LibTorch sees no CUDA device");
-    }
-    device = torch::Device(torch::kCUDA);
+    device = torch::Device(torch::kCUDA, static_cast<int16_t>(options.distributed.local_rank));
   }
-  write_file_atomically((out_dir / "train_config.json").string(), train_config_to_json(config));
 
   const Tokenizer tokenizer = Tokenizer::load(config.tokenizer);
   if (tokenizer.vocab_size() != config.model.text.vocab_size) {
@@ -435,7 +530,11 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
   const int32_t threads = options.threads > 0
                               ? options.threads
                               : static_cast<int32_t>(std::thread::hardware_concurrency());
-  const Data data = load_data(config, threads);
+  // With a decoded-image cache, rank 0 decodes once and the others read its cache.
+  const bool cached = !config.cache_dir.empty() && comm.distributed();
+  if (cached && !main) comm.wait_for_main("data", "rank 0's image decoding");
+  const Data data = load_data(config, threads, main);
+  if (cached && main) comm.mark_main_done("data");
 
   torch::manual_seed(config.seed);
   nn::DualEncoder model(config.model);
@@ -459,23 +558,27 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
   const int64_t total_steps = steps_per_epoch * config.epochs;
 
   Checkpoint ck;
-  if (options.resume) ck = load_checkpoint(model, optimizer, ema, out_dir);
+  if (options.resume && main) ck = load_checkpoint(model, optimizer, ema, out_dir);
+  share_state(comm, model, optimizer, ema, ck);
   TrainResult result;
   result.best_score = ck.best_score;
-  if (fs::exists(out_dir / "model")) result.model_dir = (out_dir / "model").string();
+  if (main && fs::exists(out_dir / "model")) result.model_dir = (out_dir / "model").string();
 
-  std::ofstream log(out_dir / "metrics.jsonl", std::ios::app);
-  const bool tty = !options.quiet && isatty(fileno(stderr));
+  std::ofstream log;
+  if (main) log.open(out_dir / "metrics.jsonl", std::ios::app);
+  const bool tty = main && !options.quiet && isatty(fileno(stderr));
   model->train();
   const int64_t first_step = ck.step;
   Loader loader(config, data, tokenizer, first_step * config.accum_steps,
-                total_steps * config.accum_steps);
+                total_steps * config.accum_steps, comm.rank(), world);
   auto t_start = Clock::now(), t_window = Clock::now();
   int64_t window_samples = 0;
+  double window_comm = comm.communication_seconds();
   double loss_sum = 0;
   int64_t loss_count = 0;
 
   for (int64_t step = first_step; step < total_steps; ++step) {
+    comm.set_step(step + 1);
     double step_loss = 0;
     for (int32_t micro = 0; micro < config.accum_steps; ++micro) {
       const Batch b = loader.next();
@@ -491,8 +594,8 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
         if (b.view_ids.defined()) {
           txt = torch::cat({txt, model->encode_texts(b.view_ids.to(device), b.view_lengths.to(device))});
         }
-        loss = nn::contrastive_loss(img.to(torch::kFloat), txt.to(torch::kFloat), model->scale(),
-                                    b.positives.to(device));
+        loss = global_contrastive_loss(comm, img.to(torch::kFloat), txt.to(torch::kFloat),
+                                       model->scale(), b.positives.to(device));
         if (autocast) {
           at::autocast::set_enabled(false);
           at::autocast::clear_cache();
@@ -500,12 +603,13 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
       }
       (loss / config.accum_steps).backward();
       step_loss += loss.item<double>() / config.accum_steps;
-      window_samples += b.pixels.size(0);
+      window_samples += b.pixels.size(0) * world;
     }
     if (!std::isfinite(step_loss)) {
       throw Error::internal("training diverged at step " + std::to_string(step) +
                             " (loss is not finite); lower train.lr");
     }
+    if (comm.distributed()) sync_gradients(comm, model);  // once per accumulation boundary
     const double lr = learning_rate(config, step, total_steps);
     for (auto& group : optimizer.param_groups()) {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
@@ -513,6 +617,7 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
     torch::nn::utils::clip_grad_norm_(model->parameters(), config.grad_clip);
     optimizer.step();
     optimizer.zero_grad();
+    if (comm.distributed()) average_running_stats(comm, model);
     if (!ema.is_empty()) update_ema(ema, model, ema_decay_at(config, step));
     loss_sum += step_loss;
     ++loss_count;
@@ -520,19 +625,18 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
     const int64_t epoch = step / steps_per_epoch + 1;
     const bool epoch_end = done % steps_per_epoch == 0;
 
-    if (done % 10 == 0 || epoch_end) {
+    if (main && (done % 10 == 0 || epoch_end)) {
       const double secs = std::chrono::duration<double>(Clock::now() - t_window).count();
       const double rate = window_samples / std::max(secs, 1e-9);
       const double temperature = 1.0 / model->scale().item<double>();
-      log << json{{"step", done},
-                  {"epoch", epoch},
-                  {"loss", loss_sum / loss_count},
-                  {"lr", lr},
-                  {"temperature", temperature},
-                  {"samples_per_s", rate}}
-                 .dump()
-          << "\n"
-          << std::flush;
+      json line{{"step", done},  {"epoch", epoch},       {"loss", loss_sum / loss_count},
+                {"lr", lr},      {"temperature", temperature}, {"samples_per_s", rate}};
+      if (comm.distributed()) {
+        // The share of the window rank 0 spent in collectives, waiting for slower ranks included.
+        line["ranks"] = world;
+        line["comm_share"] = (comm.communication_seconds() - window_comm) / std::max(secs, 1e-9);
+      }
+      log << line.dump() << "\n" << std::flush;
       if (tty) {
         const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
         const double eta = elapsed / (done - first_step) * (total_steps - done);
@@ -542,12 +646,30 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
                      static_cast<long long>(total_steps), loss_sum / loss_count, temperature, rate,
                      format_duration(eta).c_str());
       }
+    }
+    if (done % 10 == 0 || epoch_end) {
       loss_sum = 0;
       loss_count = 0;
       window_samples = 0;
+      window_comm = comm.communication_seconds();
       t_window = Clock::now();
     }
-    if (epoch_end) {
+    if (epoch_end && comm.distributed()) {
+      // The ranks step identically by construction; this proves it once an epoch, and puts
+      // rank 0's state everywhere should float rounding ever have drifted (a rank with
+      // another thread count can sum in another order).
+      const std::vector<double> sums = comm.all_gather_value(
+          weights_checksum(model) + (ema.is_empty() ? 0.0 : weights_checksum(ema)),
+          "the weights check");
+      if (std::any_of(sums.begin(), sums.end(), [&](double v) { return v != sums[0]; })) {
+        if (main) std::fprintf(stderr, "%strain: ranks' weights drifted apart at step %lld; "
+                               "continuing from rank 0's\n", tty ? "\n" : "",
+                               static_cast<long long>(done));
+        Checkpoint same = ck;
+        share_state(comm, model, optimizer, ema, same);
+      }
+    }
+    if (main && epoch_end) {
       double score = 0;
       const json val = evaluate_val(exported, data, tokenizer, score);
       log << json{{"step", done}, {"epoch", epoch}, {"val", val}, {"val_score", score}}.dump()
@@ -566,22 +688,49 @@ TrainResult train_model(const TrainConfig& config, const TrainOptions& options) 
     }
     if (epoch_end || done % config.checkpoint_every == 0) {
       ck.step = done;
-      save_checkpoint(model, optimizer, ema, ck, out_dir);
+      if (main) save_checkpoint(model, optimizer, ema, ck, out_dir);
+    }
+    if (epoch_end && comm.distributed()) {
+      // The others wait while rank 0 validates and writes, so that a checkpoint a resumed run
+      // would start from is never behind a rank that went on.
+      const std::string key = "epoch-" + std::to_string(epoch);
+      if (main) {
+        comm.mark_main_done(key);
+      } else {
+        comm.wait_for_main(key, "rank 0's validation and checkpoint");
+      }
     }
     result.steps = done;
     if (options.stop_after_steps > 0 && done >= options.stop_after_steps && done < total_steps) {
       if (ck.step != done) {
         ck.step = done;
-        save_checkpoint(model, optimizer, ema, ck, out_dir);
+        if (main) save_checkpoint(model, optimizer, ema, ck, out_dir);
       }
+      comm.all_gather_value(0, "the end of the run");  // rank 0's store outlives every rank's use
       result.best_score = ck.best_score;
       return result;
     }
   }
+  comm.all_gather_value(0, "the end of the run");
   result.steps = total_steps;
   result.best_score = ck.best_score;
   result.finished = true;
   return result;
+}
+
+}  // namespace
+
+TrainResult train_model(const TrainConfig& config, const TrainOptions& options) {
+  if (options.device == "cuda" && !torch::cuda::is_available()) {
+    throw Error::unsupported("--device cuda: this build of LibTorch sees no CUDA device");
+  }
+  Communicator comm(options.distributed, options.device == "cuda");
+  try {
+    return train_ranked(config, options, comm);
+  } catch (const std::exception& e) {
+    comm.report_failure(e.what());
+    throw;
+  }
 }
 
 }  // namespace mms

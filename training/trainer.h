@@ -6,11 +6,18 @@
 // checkpoint.json + ckpt-STEP.{model,optim}.pt (the last checkpoint; checkpoint.json is
 // renamed into place last, so a kill at any moment leaves the previous checkpoint whole),
 // and model/ (the best MODEL_DIR so far).
+//
+// Distributed (options.distributed.world_size > 1, see training/distributed.h): train.batch_size
+// is the global batch, each rank encodes its batch_size / world_size rows of it and the loss is
+// over the whole global batch, so N ranks take the steps one process would (up to float
+// rounding, and BatchNorm statistics, which stay per rank). Rank 0 alone writes the run
+// directory, logs and validates; a resumed run may use another number of ranks.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "training/distributed.h"
 #include "training/train_config.h"
 
 namespace mms {
@@ -24,6 +31,7 @@ struct TrainOptions {
   // and checkpointed; 0 runs to the end.
   int64_t stop_after_steps = 0;
   bool quiet = false;  // no progress bar or per-epoch lines
+  DistributedSettings distributed;  // world_size 1: one process, nothing opened
 };
 
 struct TrainResult {
