@@ -39,11 +39,10 @@ int default_threads() {
 
 struct Options {
   // train
-  std::string config, out_dir, device = "cpu", master;
+  std::string config, out_dir, device = "cpu";
   std::vector<std::string> overrides;
   bool resume = false;
-  int world_size = -1, rank = -1, local_rank = -1;  // -1: from the environment (torchrun's)
-  double dist_timeout = -1;
+  LaunchFlags launch;  // unset: from the environment (torchrun's)
   // eval / index / search / serve
   std::string model_dir = kDefaultModel, manifest, json_out, ranks_out, index_dir, index_type;
   std::vector<std::string> paths;
@@ -144,25 +143,24 @@ int run_cli(int argc, char** argv) {
       ->required();
   train->add_flag("--resume", o.resume, "Continue from the last checkpoint in --out");
   train->add_option("--set", o.overrides, "Override a config value: key=value (repeatable)");
-  train->add_option("--world-size", o.world_size,
+  train->add_option("--world-size", o.launch.world_size,
                     "Processes in a distributed run (default: $WORLD_SIZE, else 1)")
       ->check(CLI::PositiveNumber);
-  train->add_option("--rank", o.rank, "This process's rank (default: $RANK, else 0)")
+  train->add_option("--rank", o.launch.rank, "This process's rank (default: $RANK, else 0)")
       ->check(CLI::NonNegativeNumber);
-  train->add_option("--local-rank", o.local_rank,
+  train->add_option("--local-rank", o.launch.local_rank,
                     "This process's rank on its machine (default: $LOCAL_RANK, else 0)")
       ->check(CLI::NonNegativeNumber);
-  train->add_option("--master", o.master,
+  train->add_option("--master", o.launch.master,
                     "HOST:PORT of rank 0 (default: $MASTER_ADDR:$MASTER_PORT, else 127.0.0.1:29500)");
-  train->add_option("--dist-timeout", o.dist_timeout,
+  train->add_option("--dist-timeout", o.launch.timeout_s,
                     "Seconds a rank waits for a lost or hung one before failing (default 300)")
       ->check(CLI::PositiveNumber);
   train->add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   add_threads(train, o);
   train->callback([&] {
     action = [&o] {
-      run_train({o.config, o.out_dir, o.device, o.overrides, o.resume, o.world_size, o.rank,
-                 o.master, o.threads, o.local_rank, o.dist_timeout});
+      run_train({o.config, o.out_dir, o.device, o.overrides, o.resume, o.threads, o.launch});
     };
   });
 

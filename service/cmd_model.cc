@@ -96,14 +96,8 @@ std::string eval_queries(const Embedder& embedder, const std::vector<Pair>& pair
 }  // namespace
 
 void run_train(const TrainCommand& c) {
-  LaunchFlags launch;
-  launch.world_size = c.world_size;
-  launch.rank = c.rank;
-  launch.local_rank = c.local_rank;
-  launch.master = c.master;
-  launch.timeout_s = c.dist_timeout;
   const DistributedSettings distributed =
-      resolve_distributed(launch, [](const char* name) { return std::getenv(name); });
+      resolve_distributed(c.launch, [](const char* name) { return std::getenv(name); });
   const int32_t threads = resolve_threads(c.threads);
   set_compute_threads(threads);
   const TrainConfig config = load_train_config(c.config, c.overrides);

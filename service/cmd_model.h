@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "encoders/memory.h"
+#include "training/distributed.h"
 #include "training/evaluate.h"
 
 namespace mms {
@@ -14,11 +15,8 @@ struct TrainCommand {
   std::string config, out_dir, device = "cpu";
   std::vector<std::string> overrides;
   bool resume = false;
-  int world_size = -1, rank = -1;  // -1: from the environment (training/distributed.h)
-  std::string master;
   int threads = 0;
-  int local_rank = -1;
-  double dist_timeout = -1;
+  LaunchFlags launch;  // unset fields come from torchrun's environment (training/distributed.h)
 };
 void run_train(const TrainCommand& command);
 
