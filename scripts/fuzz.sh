@@ -36,17 +36,7 @@ fi
 
 # clang, libFuzzer's runtime and clang's OpenMP (FAISS's CMake config asks for OpenMP).
 packages=(clang-14 libfuzzer-14-dev libomp-14-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "fuzz: installing ${missing[*]}"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}"
-fi
+"$root/scripts/apt_ensure.sh" fuzz "${packages[@]}"
 
 jobs="${MMSEARCH_JOBS:-$(nproc)}"
 # configure DIR SANITIZERS: configures a fuzz build folder with those sanitizers (once).

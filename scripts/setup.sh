@@ -26,17 +26,7 @@ packages=(
 # Node.js and npm for the browser test's driver: the machine's own if it has them, else Debian's.
 command -v npm >/dev/null || packages+=(nodejs npm)
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}"
-fi
+"$root/scripts/apt_ensure.sh" setup "${packages[@]}"
 
 # LibTorch and FAISS call whichever libblas.so.3 is selected; pick OpenBLAS's OpenMP build
 # (the pthread build, if some other package brought it, oversubscribes LibTorch's OpenMP pool).
