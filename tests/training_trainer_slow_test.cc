@@ -259,4 +259,65 @@ TEST_F(TrainerTest, ARunDirectoryWithACheckpointIsNotOverwrittenWithoutResume) {
   EXPECT_THROW(mms::train_model(config_, options), mms::Error);
 }
 
+
+TEST_F(TrainerTest, InitFromStartsTheRunFromAModelDirsWeights) {
+  config_.epochs = 1;
+  mms::TrainOptions options;
+  options.quiet = true;
+  options.out_dir = (dir_ / "first").string();
+  mms::train_model(config_, options);
+  auto first = load_exported(dir_ / "first");
+
+  // One step at a learning rate too small to move anything: the run holds what it started from.
+  mms::TrainConfig second = config_;
+  second.lr = 1e-12;
+  options.stop_after_steps = 1;
+  options.out_dir = (dir_ / "fresh").string();
+  mms::train_model(second, options);
+  second.init_from = (dir_ / "first" / "model").string();
+  options.out_dir = (dir_ / "second").string();
+  mms::train_model(second, options);
+
+  auto started = load_last_checkpoint(dir_ / "second");
+  auto fresh = load_last_checkpoint(dir_ / "fresh");
+  expect_same_weights(first, started);
+  EXPECT_GT(max_weight_difference(first, fresh), 1e-3);
+}
+
+TEST_F(TrainerTest, InitFromRefusesAMissingModelOrAnotherTokenizer) {
+  config_.epochs = 1;
+  mms::TrainOptions options;
+  options.quiet = true;
+  options.out_dir = (dir_ / "first").string();
+  mms::train_model(config_, options);
+
+  const fs::path other = dir_ / "other_model";
+  fs::copy(dir_ / "first" / "model", other);
+  {
+    std::ofstream tok(other / "tokenizer.model", std::ios::binary | std::ios::app);
+    tok << "another tokenizer";
+  }
+  const std::pair<fs::path, std::string> cases[] = {{dir_ / "missing", "model.safetensors"},
+                                                    {other, "another tokenizer"}};
+  for (const auto& [init_from, expected] : cases) {
+    mms::TrainConfig c = config_;
+    c.init_from = init_from.string();
+    options.out_dir = (dir_ / ("run_" + init_from.filename().string())).string();
+    try {
+      mms::train_model(c, options);
+      FAIL() << "started from " << init_from;
+    } catch (const mms::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(init_from.string()), std::string::npos) << e.what();
+    }
+  }
+  // The setting is read from a config file and written back with the run.
+  const std::string base =
+      R"({"tokenizer": "t.model", "data": [{"name": "a", "path": "a.jsonl"}]})";
+  const mms::TrainConfig c = mms::parse_train_config(base, "c", {"train.init_from=runs/a/model"});
+  EXPECT_EQ(c.init_from, "runs/a/model");
+  EXPECT_EQ(mms::parse_train_config(mms::train_config_to_json(c), "c", {}).init_from,
+            "runs/a/model");
+}
+
 }  // namespace

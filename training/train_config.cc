@@ -97,7 +97,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
                      {"epochs", "batch_size", "accum_steps", "lr", "min_lr_ratio", "weight_decay",
                       "warmup_steps", "grad_clip", "seed", "checkpoint_every", "max_train_tokens",
                       "loader_threads", "eval_max_images", "label_positives", "batch_by_source",
-                      "ema_decay", "keyword_positives", "caption_and_view"},
+                      "ema_decay", "keyword_positives", "caption_and_view", "init_from"},
                      "train.", name);
       read(t, "epochs", c.epochs);
       read(t, "batch_size", c.batch_size);
@@ -117,6 +117,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
       read(t, "ema_decay", c.ema_decay);
       read(t, "keyword_positives", c.keyword_positives);
       read(t, "caption_and_view", c.caption_and_view);
+      read(t, "init_from", c.init_from);
     }
     if (j.contains("augment")) {
       const json& a = j.at("augment");
@@ -214,7 +215,8 @@ std::string train_config_to_json(const TrainConfig& c) {
         {"batch_by_source", c.batch_by_source},
         {"ema_decay", c.ema_decay},
         {"keyword_positives", c.keyword_positives},
-        {"caption_and_view", c.caption_and_view}}},
+        {"caption_and_view", c.caption_and_view},
+        {"init_from", c.init_from}}},
       {"augment",
        {{"crop_scale_min", c.augment.crop_scale_min},
         {"crop_ratio", c.augment.crop_ratio},

@@ -78,6 +78,10 @@ struct TrainConfig {
   // augment.views without the caption view, so short views add to the caption signal instead
   // of replacing it. The loss is then over the batch's images against 2 x batch texts.
   bool caption_and_view = false;
+  // A MODEL_DIR (or run directory's model/) whose weights start the run instead of random
+  // ones: a second, shorter stage of a recipe (e.g. more passes over one source at a lower
+  // learning rate). Its tokenizer.model must be the config's tokenizer, byte for byte.
+  std::string init_from;
   AugmentConfig augment;
 };
 

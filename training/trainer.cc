@@ -391,6 +391,33 @@ void save_checkpoint(nn::DualEncoder& model, torch::optim::AdamW& optimizer, nn:
   }
 }
 
+// The whole bytes of a file, or Error::not_found naming what it is for.
+std::string file_bytes(const fs::path& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error::not_found(what + " '" + path.string() + "' does not exist or is unreadable");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// train.init_from: starts `model` from a MODEL_DIR's weights. Its tokenizer must be the run's
+// own, byte for byte: the text tower's embedding rows mean that tokenizer's pieces.
+void init_from_model_dir(nn::DualEncoder& model, const TrainConfig& config) {
+  const fs::path dir = config.init_from;
+  const fs::path weights = dir / "model.safetensors";
+  if (!fs::is_regular_file(weights)) {
+    throw Error::not_found("train.init_from '" + dir.string() +
+                           "' holds no model.safetensors (give a MODEL_DIR, e.g. runs/NAME/model)");
+  }
+  if (file_bytes(dir / "tokenizer.model", "train.init_from's tokenizer") !=
+      file_bytes(config.tokenizer, "tokenizer")) {
+    throw Error::mismatch("train.init_from '" + dir.string() +
+                          "' was trained with another tokenizer than '" + config.tokenizer +
+                          "'; set tokenizer to its tokenizer.model");
+  }
+  nn::load_model_weights(model, read_safetensors(weights.string()), weights.string());
+}
+
 Checkpoint load_checkpoint(nn::DualEncoder& model, torch::optim::AdamW& optimizer,
                            nn::DualEncoder& ema, const fs::path& out_dir) {
   const fs::path file = out_dir / "checkpoint.json";
@@ -538,6 +565,7 @@ TrainResult train_ranked(const TrainConfig& config, const TrainOptions& options,
 
   torch::manual_seed(config.seed);
   nn::DualEncoder model(config.model);
+  if (!config.init_from.empty() && !options.resume) init_from_model_dir(model, config);
   model->to(device);
   torch::optim::AdamW optimizer = make_optimizer(model, config);
   nn::DualEncoder ema{nullptr};
