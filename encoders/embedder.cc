@@ -33,6 +33,10 @@ torch::Tensor unit_rows(const torch::Tensor& x) {
 // The memory as the towers consult it: keys and their values, [n, dim] float32 each.
 struct MemoryTensors {
   torch::Tensor image_keys, image_values, text_keys, text_values;
+  // What a recognised image moves toward (memory.h): its texts' mean, carried across the
+  // modality gap (the mean image key minus the mean text key) so that it stays among the
+  // images instead of answering every text query before them.
+  torch::Tensor image_recall_values;
   MemorySettings settings;
   // Exact nearest keys for small batches, without reading every float key (key_search.h).
   std::shared_ptr<const KeySearch> image_search, text_search;
@@ -81,18 +85,23 @@ MemoryTensors memory_tensors(const EmbeddingMemory& m) {
       unit_rows(torch::zeros({ni, d}).index_add_(0, ii, t.text_keys.index_select(0, tt)));
   t.text_values =
       unit_rows(torch::zeros({nt, d}).index_add_(0, tt, t.image_keys.index_select(0, ii)));
+  t.image_recall_values =
+      unit_rows(t.image_values + (t.image_keys.mean(0, true) - t.text_keys.mean(0, true)));
   t.image_search = std::make_shared<KeySearch>(t.image_keys.data_ptr<float>(), ni, d);
   t.text_search = std::make_shared<KeySearch>(t.text_keys.data_ptr<float>(), nt, d);
   return t;
 }
 
 // e' = normalize(e + gate(top similarity) * weight *
-//                 normalize(softmax(top-k similarity / temperature) . values)).
+//                 normalize(softmax(top-k similarity / temperature) . values)
+//                 [+ recall_gate(top similarity) * recall_weight * values[nearest]]),
+// the bracketed term where `recall` is set (images: memory.h).
 // A few rows at a time (a search request), the nearest keys come from `search` instead of a
 // product with every key: the same keys and similarities, a fraction of the memory reads.
 torch::Tensor augment(const torch::Tensor& e, const torch::Tensor& keys,
                       const torch::Tensor& values, const MemorySettings& s,
-                      const KeySearch& search) {
+                      const KeySearch& search, const torch::Tensor& recall_values = {}) {
+  const bool recall = recall_values.defined();
   constexpr int64_t kChunk = 512;  // bounds the [chunk, n_keys] similarity block
   constexpr int64_t kSmallBatch = 4;
   const int64_t k = std::min<int64_t>(s.k, keys.size(0));
@@ -115,12 +124,23 @@ torch::Tensor augment(const torch::Tensor& e, const torch::Tensor& keys,
     const torch::Tensor mixed = unit_rows((w.unsqueeze(2) * v).sum(1));
     const torch::Tensor top = sim.select(1, 0).contiguous();  // topk sorts: the nearest first
     torch::Tensor gate = torch::empty({q.size(0), 1});
+    torch::Tensor recall_gates = torch::zeros({q.size(0), 1});
     const auto nearest = top.accessor<float, 1>();
     auto g = gate.accessor<float, 2>();
+    auto rg = recall_gates.accessor<float, 2>();
+    bool recalled = false;
     for (int64_t r = 0; r < q.size(0); ++r) {
       g[r][0] = static_cast<float>(s.weight * memory_gate(s, nearest[r]));
+      if (recall) {
+        rg[r][0] = static_cast<float>(s.recall_weight * recall_gate(s, nearest[r]));
+        recalled = recalled || rg[r][0] > 0;
+      }
     }
-    out.push_back(unit_rows(q + gate * mixed));
+    torch::Tensor moved = q + gate * mixed;
+    if (recalled) {
+      moved = moved + recall_gates * recall_values.index_select(0, idx.select(1, 0).contiguous());
+    }
+    out.push_back(unit_rows(moved));
   }
   return out.empty() ? e : torch::cat(out, 0);
 }
@@ -167,13 +187,18 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_
                                      memory_bytes.size(), memory_path, config.embed_dim);
     m.settings = overrides.applied_to(m.settings);
     check_memory_settings(m.settings);
-    if (m.settings.weight > 0) {
+    if (m.settings.weight > 0 || m.settings.recall_weight > 0) {
       memory = memory_tensors(m);
       hash = fnv1a64(memory_bytes.data(), memory_bytes.size(), hash);
-      const std::string settings =
+      std::string settings =
           std::to_string(m.settings.k) + "/" + std::to_string(m.settings.temperature) + "/" +
           std::to_string(m.settings.weight) + "/" + std::to_string(m.settings.gate_low) + "/" +
           std::to_string(m.settings.gate_high) + "/merged-keys";
+      if (m.settings.recall_weight > 0) {  // (absent from the fingerprints of older memories)
+        settings += "/recall " + std::to_string(m.settings.recall_weight) + "/" +
+                    std::to_string(m.settings.recall_gate_low) + "/" +
+                    std::to_string(m.settings.recall_gate_high);
+      }
       hash = fnv1a64(settings.data(), settings.size(), hash);
     }
   }
@@ -209,7 +234,7 @@ std::vector<float> Embedder::embed_pixels(const float* pixels, int64_t n) const 
   torch::Tensor e = nn::encode_images_batched(impl_->model, batch);
   if (impl_->memory) {
     const MemoryTensors& m = *impl_->memory;
-    e = augment(e, m.image_keys, m.image_values, m.settings, *m.image_search);
+    e = augment(e, m.image_keys, m.image_values, m.settings, *m.image_search, m.image_recall_values);
   }
   return nn::to_vector(e);
 }
@@ -233,7 +258,7 @@ std::vector<float> Embedder::embed_token_ids(const std::vector<std::vector<int32
   }
   c10::InferenceMode inference;  // no autograd bookkeeping at all (cheaper than NoGradGuard)
   torch::Tensor e = nn::encode_texts_batched(impl_->model, ids, impl_->tokenizer.pad_id());
-  if (impl_->memory) {
+  if (impl_->memory && impl_->memory->settings.weight > 0) {  // (recall is for images only)
     const MemoryTensors& m = *impl_->memory;
     e = augment(e, m.text_keys, m.text_values, m.settings, *m.text_search);
   }

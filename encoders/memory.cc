@@ -102,6 +102,18 @@ void check_memory_settings(const MemorySettings& s) {
         "memory gate must satisfy -1 <= gate_low <= gate_high <= 1, got gate_low " +
         std::to_string(s.gate_low) + ", gate_high " + std::to_string(s.gate_high));
   }
+  if (!(s.recall_weight >= 0) || !std::isfinite(s.recall_weight)) {
+    throw Error::invalid_argument("memory recall_weight must be 0 or more, got " +
+                                  std::to_string(s.recall_weight));
+  }
+  if (!(s.recall_gate_low >= -1 && s.recall_gate_low <= s.recall_gate_high &&
+        s.recall_gate_high <= 1)) {
+    throw Error::invalid_argument(
+        "memory recall gate must satisfy -1 <= recall_gate_low <= recall_gate_high <= 1, got "
+        "recall_gate_low " +
+        std::to_string(s.recall_gate_low) + ", recall_gate_high " +
+        std::to_string(s.recall_gate_high));
+  }
 }
 
 void write_memory(const std::string& path, const EmbeddingMemory& m) {
@@ -124,6 +136,9 @@ void write_memory(const std::string& path, const EmbeddingMemory& m) {
   st.metadata["weight"] = std::to_string(m.settings.weight);
   st.metadata["gate_low"] = std::to_string(m.settings.gate_low);
   st.metadata["gate_high"] = std::to_string(m.settings.gate_high);
+  st.metadata["recall_weight"] = std::to_string(m.settings.recall_weight);
+  st.metadata["recall_gate_low"] = std::to_string(m.settings.recall_gate_low);
+  st.metadata["recall_gate_high"] = std::to_string(m.settings.recall_gate_high);
   write_safetensors(path, st);
 }
 
@@ -189,6 +204,13 @@ EmbeddingMemory from_safetensors(const SafeTensors& st, const std::string& path,
   m.settings.gate_low = m.settings.gate_high = -1;
   for (auto [key, value] : {std::pair{"gate_low", &m.settings.gate_low},
                             std::pair{"gate_high", &m.settings.gate_high}}) {
+    if (st.metadata.count(key)) *value = parse_number(st.metadata.at(key), key, path);
+  }
+  // Nor did they recognise their own images.
+  m.settings.recall_weight = 0;
+  for (auto [key, value] : {std::pair{"recall_weight", &m.settings.recall_weight},
+                            std::pair{"recall_gate_low", &m.settings.recall_gate_low},
+                            std::pair{"recall_gate_high", &m.settings.recall_gate_high}}) {
     if (st.metadata.count(key)) *value = parse_number(st.metadata.at(key), key, path);
   }
   try {

@@ -8,7 +8,17 @@
 // w = softmax(similarity / temperature), and weight scaled by a gate on the similarity s of
 // the nearest entry: 0 up to gate_low, rising linearly to 1 at gate_high. An input unlike
 // anything in the memory (a photo, against a memory of clip art) keeps its own embedding
-// instead of being pulled toward the least unlike training pairs. So an image is also
+// instead of being pulled toward the least unlike training pairs.
+// An image that is one of the memory's own images (its nearest image key at a similarity
+// near 1: the same drawing, perhaps re-encoded or rescaled) is also recognised: it moves
+// toward that image's own texts by recall_weight, gated from recall_gate_low to
+// recall_gate_high, on top of the pull above:
+//   image:  e' = normalize(e + weight * ... + recall_weight * gate_r(s) *
+//                          normalize(caption_nearest + mean(image keys) - mean(text keys)))
+// (its texts carried across the modality gap, so that it stays among the images instead of
+// answering every text query before them)
+// So a collection that holds training images finds them by the words they were trained
+// with; an image the memory has never seen is not affected by it. So an image is also
 // described by the words of the training images it resembles, and a text by the pictures
 // of the training texts it resembles: each side reaches the other through a same-modality comparison, which the
 // encoders make more reliably than the cross-modal one. Embeddings stay unit vectors of the
@@ -38,13 +48,27 @@ struct MemorySettings {
   // The gate on the nearest neighbour's similarity; -1 and -1 (what a memory file written
   // before the gate existed holds) is no gate.
   double gate_low = 0.75, gate_high = 0.9;
+  // Recognising the memory's own images (images only); a memory file written before it
+  // existed holds none (recall_weight 0).
+  double recall_weight = 4.0;
+  double recall_gate_low = 0.999, recall_gate_high = 0.9999;
 };
+
+// 0 up to low, rising linearly to 1 at high (a step at high when high <= low).
+inline double linear_gate(double low, double high, double s) {
+  if (high <= low) return s >= high ? 1.0 : 0.0;
+  const double g = (s - low) / (high - low);
+  return g < 0 ? 0.0 : (g > 1 ? 1.0 : g);
+}
 
 // The fraction of `weight` applied when the nearest memory entry has cosine similarity s.
 inline double memory_gate(const MemorySettings& m, double s) {
-  if (m.gate_high <= m.gate_low) return s >= m.gate_high ? 1.0 : 0.0;
-  const double g = (s - m.gate_low) / (m.gate_high - m.gate_low);
-  return g < 0 ? 0.0 : (g > 1 ? 1.0 : g);
+  return linear_gate(m.gate_low, m.gate_high, s);
+}
+
+// The fraction of `recall_weight` applied when the nearest memory image has similarity s.
+inline double recall_gate(const MemorySettings& m, double s) {
+  return linear_gate(m.recall_gate_low, m.recall_gate_high, s);
 }
 
 // Settings to use instead of a memory file's own, each where given (to tune them on a
@@ -52,12 +76,16 @@ inline double memory_gate(const MemorySettings& m, double s) {
 struct MemoryOverrides {
   std::optional<int32_t> k;
   std::optional<double> temperature, weight, gate_low, gate_high;
+  std::optional<double> recall_weight, recall_gate_low, recall_gate_high;
   MemorySettings applied_to(MemorySettings s) const {
     if (k) s.k = *k;
     if (temperature) s.temperature = *temperature;
     if (weight) s.weight = *weight;
     if (gate_low) s.gate_low = *gate_low;
     if (gate_high) s.gate_high = *gate_high;
+    if (recall_weight) s.recall_weight = *recall_weight;
+    if (recall_gate_low) s.recall_gate_low = *recall_gate_low;
+    if (recall_gate_high) s.recall_gate_high = *recall_gate_high;
     return s;
   }
 };
@@ -74,7 +102,8 @@ struct EmbeddingMemory {
 };
 
 // Throws Error::invalid_argument for settings out of range (k < 1, temperature <= 0,
-// weight < 0, gate bounds outside -1 <= gate_low <= gate_high <= 1), naming the setting.
+// weight < 0, gate bounds outside -1 <= gate_low <= gate_high <= 1, the same for
+// recall_weight and the recall gate), naming the setting.
 void check_memory_settings(const MemorySettings& settings);
 
 // Writes atomically (temporary file + rename). Throws Error::invalid_argument for an

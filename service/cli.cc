@@ -103,6 +103,20 @@ void add_memory_settings(CLI::App* cmd, const std::string& prefix, MemoryOverrid
                   help("Similarity from which it moves by the whole weight (-1 and -1: no gate)",
                        d.gate_high))
       ->check(CLI::Range(-1.0, 1.0));
+  cmd->add_option(prefix + "recall-weight", m.recall_weight,
+                  help("How far an image that is one of the memory's own moves toward its own "
+                       "texts (0: not at all)",
+                       d.recall_weight))
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option(prefix + "recall-gate-low", m.recall_gate_low,
+                  help("Similarity to the nearest memory image below which an image is not "
+                       "recognised as it",
+                       d.recall_gate_low))
+      ->check(CLI::Range(-1.0, 1.0));
+  cmd->add_option(prefix + "recall-gate-high", m.recall_gate_high,
+                  help("Similarity from which it is recognised by the whole recall weight",
+                       d.recall_gate_high))
+      ->check(CLI::Range(-1.0, 1.0));
 }
 
 void add_threads(CLI::App* cmd, Options& o) {

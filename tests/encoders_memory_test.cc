@@ -57,6 +57,15 @@ double dot(const std::vector<float>& a, const std::vector<float>& b) {
   return s;
 }
 
+// The highest similarity of row i of `rows` to any row of `keys`.
+double nearest_similarity(const std::vector<float>& rows, int64_t i,
+                          const std::vector<float>& keys, int32_t dim) {
+  double best = -1;
+  for (size_t j = 0; j < keys.size() / dim; ++j)
+    best = std::max(best, dot(row(rows, i, dim), row(keys, int64_t(j), dim)));
+  return best;
+}
+
 EmbeddingMemory small_memory(int32_t dim = 8) {
   EmbeddingMemory m;
   m.dim = dim;
@@ -95,6 +104,10 @@ TEST_F(MemoryTest, FileRoundTripKeepsKeysPairsAndSettings) {
   EXPECT_DOUBLE_EQ(back.settings.weight, 0.5);
   EXPECT_DOUBLE_EQ(back.settings.gate_low, 0.75);
   EXPECT_DOUBLE_EQ(back.settings.gate_high, 0.9);
+  EXPECT_DOUBLE_EQ(back.settings.recall_weight, m.settings.recall_weight);
+  EXPECT_DOUBLE_EQ(back.settings.recall_gate_low, m.settings.recall_gate_low);
+  EXPECT_DOUBLE_EQ(back.settings.recall_gate_high, m.settings.recall_gate_high);
+  EXPECT_GT(back.settings.recall_weight, 0);
   // Keys are stored in half precision: within its rounding of values below 1.
   for (size_t i = 0; i < m.image_keys.size(); ++i)
     EXPECT_NEAR(back.image_keys[i], m.image_keys[i], 1e-3);
@@ -105,15 +118,20 @@ TEST_F(MemoryTest, FileRoundTripKeepsKeysPairsAndSettings) {
   EXPECT_EQ(st.tensors.at("image_keys").dtype, mms::DType::kF16);
   EXPECT_EQ(st.tensors.at("pairs").shape, (std::vector<int64_t>{3, 2}));
 
-  // A file written before the gate existed has no gate settings: it reads as ungated.
+  // A file written before the gate existed has no gate (nor recall) settings: it reads as
+  // ungated.
   mms::SafeTensors old = st;
   old.metadata.erase("gate_low");
   old.metadata.erase("gate_high");
+  for (const char* key : {"recall_weight", "recall_gate_low", "recall_gate_high"})
+    old.metadata.erase(key);
   mms::write_safetensors(path, old);
   const EmbeddingMemory ungated = mms::read_memory(path, m.dim);
   EXPECT_DOUBLE_EQ(ungated.settings.gate_low, -1);
   EXPECT_DOUBLE_EQ(ungated.settings.gate_high, -1);
   EXPECT_DOUBLE_EQ(mms::memory_gate(ungated.settings, -1.0), 1.0);
+  // Nor had it recall settings: it recognises no image.
+  EXPECT_DOUBLE_EQ(ungated.settings.recall_weight, 0);
 }
 
 TEST(MemoryGate, RampsFromLowToHigh) {
@@ -156,6 +174,16 @@ TEST_F(MemoryTest, InconsistentMemoriesAndSettingsAreRefusedByName) {
     const auto [kind, what] = error_of([&] { mms::write_memory(path, m); });
     EXPECT_EQ(kind, ErrorKind::kInvalidArgument) << "gate " << low << ".." << high;
     EXPECT_NE(what.find("gate_low"), std::string::npos) << what;
+  }
+  for (auto [weight, low, high] : {std::tuple{-0.5, 0.9, 0.95}, std::tuple{2.0, 0.99, 0.9},
+                                   std::tuple{2.0, 0.9, 1.5}}) {
+    m = small_memory();
+    m.settings.recall_weight = weight;
+    m.settings.recall_gate_low = low;
+    m.settings.recall_gate_high = high;
+    const auto [kind, what] = error_of([&] { mms::write_memory(path, m); });
+    EXPECT_EQ(kind, ErrorKind::kInvalidArgument) << weight << " " << low << ".." << high;
+    EXPECT_NE(what.find("recall"), std::string::npos) << what;
   }
   EXPECT_FALSE(fs::exists(path));
 }
@@ -223,7 +251,8 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
   m.image_keys = {images.begin(), images.begin() + 3 * dim};
   m.text_keys = text_emb;
   m.pairs = {{0, 0}, {1, 0}, {2, 1}};
-  m.settings = {2, 0.1, 0.5, -1, -1};  // no gate: every embedding moves by the whole weight
+  // No gate: every embedding moves by the whole weight; no recall (the next test's).
+  m.settings = {2, 0.1, 0.5, -1, -1, 0};
   mms::write_memory((model / "memory.safetensors").string(), m);
   const EmbeddingMemory stored = mms::read_memory((model / "memory.safetensors").string(), dim);
 
@@ -283,10 +312,7 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
   // image 3 by half the weight and images 0..2 by all of it; a gate that opens above s3
   // leaves image 3 as the encoders made it.
   auto nearest_key = [&](int64_t i) {
-    double best = -1;
-    for (int64_t j = 0; j < 3; ++j)
-      best = std::max(best, dot(row(images, i, dim), row(stored.image_keys, j, dim)));
-    return best;
+    return nearest_similarity(images, i, stored.image_keys, dim);
   };
   const double s3 = nearest_key(3);
   const double keys_own = std::min({nearest_key(0), nearest_key(1), nearest_key(2)});
@@ -346,6 +372,71 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
   EXPECT_FALSE(off->uses_memory());
   EXPECT_EQ(off->embed_texts(queries), plain_queries);
   EXPECT_EQ(off->fingerprint(), plain->fingerprint());
+}
+
+// Recall: an image that is one of the memory's own (its nearest key at a similarity within
+// the recall gate) moves toward its own texts by recall_weight; an image the memory does not
+// hold, and every text, keep the encoders' embeddings.
+TEST_F(MemoryTest, TheMemorysOwnImagesAreRecognisedAndMoveTowardTheirTexts) {
+  const fs::path model = dir_ / "model";
+  mms::testing::make_tiny_model(model);
+  const auto plain = mms::Embedder::load(model.string(), /*use_memory=*/false);
+  const int32_t dim = plain->dim(), s = plain->image_size();
+  const size_t image_floats = 3 * size_t(s) * s;
+  // Images 0..2 noise (held by the memory), image 3 a smooth ramp (not held).
+  std::vector<float> pixels(4 * image_floats);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(0, 1);
+  for (float& p : pixels) p = u(rng);
+  for (size_t p = 0; p < image_floats; ++p) pixels[3 * image_floats + p] = float(p % s) / float(s);
+  const std::vector<float> images = plain->embed_pixels(pixels.data(), 4);
+  const std::vector<std::string> texts = {"a red circle", "a blue square"};
+  EmbeddingMemory m;
+  m.dim = dim;
+  m.image_keys = {images.begin(), images.begin() + 3 * dim};
+  m.text_keys = plain->embed_texts(texts);
+  m.pairs = {{0, 0}, {1, 0}, {2, 1}};
+  // The recall gate opens between image 3's nearest key and the held images' own keys
+  // (their own embeddings, up to half-precision rounding).
+  auto nearest_key = [&](int64_t i) { return nearest_similarity(images, i, m.image_keys, dim); };
+  const double s3 = nearest_key(3);
+  const double own = std::min({nearest_key(0), nearest_key(1), nearest_key(2)});
+  ASSERT_GT(own - s3, 2e-4) << "image 3 is too like the memory's images for this test";
+  const double quarter = (own - s3) / 4;
+  m.settings = {2, 0.1, /*weight=*/0, -1, -1, /*recall_weight=*/2, s3 + quarter, own - quarter};
+  mms::write_memory((model / "memory.safetensors").string(), m);
+  const EmbeddingMemory stored = mms::read_memory((model / "memory.safetensors").string(), dim);
+
+  const auto with = mms::Embedder::load(model.string());
+  EXPECT_TRUE(with->uses_memory());  // recall alone uses the memory
+  EXPECT_NE(with->fingerprint(), plain->fingerprint());
+  const std::vector<float> got = with->embed_pixels(pixels.data(), 4);
+  // Each moves toward its text's key carried across the modality gap: plus the mean image key,
+  // minus the mean text key.
+  std::vector<float> gap(dim, 0.0f);
+  for (int32_t d = 0; d < dim; ++d) {
+    for (int64_t j = 0; j < 3; ++j) gap[d] += stored.image_keys[j * dim + d] / 3;
+    for (int64_t j = 0; j < 2; ++j) gap[d] -= stored.text_keys[j * dim + d] / 2;
+  }
+  const int64_t text_of[3] = {0, 0, 1};
+  for (int64_t i = 0; i < 3; ++i) {
+    std::vector<float> v = unit(row(stored.text_keys, text_of[i], dim));
+    for (int32_t d = 0; d < dim; ++d) v[d] += gap[d];
+    v = unit(v);
+    const std::vector<float> e = row(images, i, dim);
+    std::vector<float> want(dim);
+    for (int32_t d = 0; d < dim; ++d) want[d] = e[d] + 2.0f * v[d];
+    want = unit(want);
+    for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(got[i * dim + d], want[d], 1e-4) << "image " << i;
+    EXPECT_LT(dot(row(got, i, dim), e), 1.0 - 1e-3) << "image " << i << " did not move";
+  }
+  for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(got[3 * dim + d], images[3 * dim + d], 1e-6);
+  EXPECT_EQ(with->embed_texts(texts), plain->embed_texts(texts));
+
+  // Overridden at load: recall_weight 0 switches it off (and with weight 0, the memory).
+  mms::MemoryOverrides off;
+  off.recall_weight = 0.0;
+  EXPECT_FALSE(mms::Embedder::load(model.string(), true, off)->uses_memory());
 }
 
 TEST_F(MemoryTest, AModelRefusesAMemoryOfAnotherDimension) {

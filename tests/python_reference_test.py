@@ -4,7 +4,8 @@
 * embeddings of fixture images (PNG and JPEG with and without alpha, 16-bit, palette, EXIF
   orientation, WebP, TIFF, non-square, shrunk and enlarged) and of texts (short, ~40 tokens,
   at and around the attention window, > 600 tokens, Unicode) agree with `mmsearch embed`
-  within 1e-4, with the memory and without it;
+  within 1e-4, with the memory and without it, and with a memory that recalls some of the
+  fixtures as its own images;
 * the safetensors writer reproduces the shipped weights and memory byte for byte;
 * the Python peer (peer_service.py) reads an index `mmsearch index` built and answers a
   text search as `mmsearch search` does.
@@ -80,9 +81,9 @@ def run_program(*args):
     return done.stdout
 
 
-def cpp_embeddings(texts, images, use_memory):
+def cpp_embeddings(texts, images, use_memory, model_dir=MODEL_DIR):
     """{(kind, input): np.ndarray [dim]} from `mmsearch embed`."""
-    args = ["embed", "--model", MODEL_DIR, "--threads", "1"]
+    args = ["embed", "--model", model_dir, "--threads", "1"]
     args += ["--text=" + t for t in texts] + ["--image=" + p for p in images]
     if not use_memory:
         args.append("--no-memory")
@@ -202,6 +203,69 @@ class EmbeddingsTest(unittest.TestCase):
                  for kind in ("text", "image")}
         self.assertGreater(moved["text"], 1e-3)
         self.assertGreater(moved["image"], 1e-3)
+
+
+class RecallTest(unittest.TestCase):
+    """A memory whose image keys are fixtures' own embeddings: those images (and their
+    re-encoded copies) are recalled, moved toward their texts, alike in Python and C++."""
+
+    MEMORY_IMAGES = ["rgba.png", "quadrants.png", "gray.png"]
+    MEMORY_TEXTS = ["a transparent sketch", "a faded drawing", "four coloured quadrants",
+                    "a plain grey square"]
+    PAIRS = [(0, 0), (0, 1), (1, 2), (2, 3)]
+    # rgba.webp is rgba.png re-encoded (similarity ~1); quadrants.jpg resembles quadrants.png
+    # (~0.99, below the recall gate) and gradient_256x192.jpg nothing in the memory.
+    IMAGES = ["rgba.png", "rgba.webp", "quadrants.png", "gray.png", "quadrants.jpg",
+              "gradient_256x192.jpg"]
+    RECALLED = {"rgba.png", "rgba.webp", "quadrants.png", "gray.png"}
+
+    def test_recall_agrees_with_cpp(self):
+        torch.set_num_threads(1)
+        with tempfile.TemporaryDirectory() as model_dir:
+            for name in ("config.json", "model.safetensors", "tokenizer.model"):
+                shutil.copy(os.path.join(MODEL_DIR, name), model_dir)
+            plain = mmsearch_model.load(model_dir)  # no memory.safetensors yet
+            self.assertIsNone(plain.memory)
+            keys = {"image_keys": plain.embed_images(
+                        [os.path.join(FIXTURES, f) for f in self.MEMORY_IMAGES]),
+                    "text_keys": plain.embed_texts(self.MEMORY_TEXTS)}
+            tensors = {n: torch.from_numpy(k).half() for n, k in keys.items()}
+            tensors["pairs"] = torch.tensor(self.PAIRS, dtype=torch.int32)
+            settings = {"k": 3, "temperature": 0.05, "weight": 0.5, "gate_low": 0.75,
+                        "gate_high": 0.9, "recall_weight": 4, "recall_gate_low": 0.995,
+                        "recall_gate_high": 0.999}
+            # As C++ write_memory formats them (std::to_string).
+            metadata = {n: str(v) if n == "k" else "%f" % v for n, v in settings.items()}
+            metadata["format"] = "mmsearch-memory-1"
+            mmsearch_io.write_safetensors(os.path.join(model_dir, "memory.safetensors"),
+                                          tensors, metadata)
+            model = mmsearch_model.load(model_dir)
+            self.assertEqual(model.memory.recall_weight, 4)
+            images = [os.path.join(FIXTURES, f) for f in self.IMAGES]
+            texts = self.MEMORY_TEXTS + ["a cat"]
+            python = {("image", p): e for p, e in zip(images, model.embed_images(images))}
+            python.update({("text", t): e for t, e in zip(texts, model.embed_texts(texts))})
+            before = {("image", p): e for p, e in zip(images, plain.embed_images(images))}
+            model.memory.recall_weight = 0
+            unrecalled = {("image", p): e for p, e in zip(images, model.embed_images(images))}
+            # All at once (similarities by matrix product), and two images alone (by the
+            # nearest-key search that a few rows take).
+            cpp = cpp_embeddings(texts, images, True, model_dir)
+            cpp_few = cpp_embeddings([], images[1:5:3], True, model_dir)
+        diffs = [max_abs_diff(python[key], cpp[key]) for key in python]
+        diffs += [max_abs_diff(python[key], cpp_few[key]) for key in cpp_few]
+        print("\nrecall: max abs difference, Python vs C++: %.1e" % max(diffs))
+        self.assertLessEqual(max(diffs), TOLERANCE)
+        for path in images:
+            key = ("image", path)
+            if os.path.basename(path) in self.RECALLED:
+                # Moved far, and by recall itself (not only by the memory's pull), so that
+                # ignoring recall would fail the comparison above: cosines ~0.85-0.9 and
+                # ~0.89-0.96 here.
+                self.assertLess(float(np.dot(cpp[key], before[key])), 0.95, path)
+                self.assertLess(float(np.dot(cpp[key], unrecalled[key])), 0.98, path)
+            else:
+                self.assertLessEqual(max_abs_diff(cpp[key], unrecalled[key]), TOLERANCE, path)
 
 
 class SafetensorsTest(unittest.TestCase):

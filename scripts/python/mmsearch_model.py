@@ -305,6 +305,12 @@ class Memory:
     gate_low to 1 at gate_high. So an image also carries the words of the training images it
     resembles, a text the pictures of the training texts it resembles; an input unlike
     everything in the memory keeps its own embedding.
+
+    An image that is one of the memory's own (s_1 from recall_gate_low to recall_gate_high)
+    also moves toward its own texts, carried across the modality gap:
+        e' = normalize(... + recall_gate(s_1) * recall_weight *
+                       normalize(v_1 + mean(image keys) - mean(text keys)))
+    (metadata recall_weight, recall_gate_low, recall_gate_high; absent in older files: 0).
     """
 
     def __init__(self, path, dim):
@@ -329,6 +335,12 @@ class Memory:
         # Files written before the gate existed have none: -1, -1 is "no gate".
         self.gate_low = float(meta.get("gate_low", -1))
         self.gate_high = float(meta.get("gate_high", -1))
+        # Nor had they recall: recall_weight 0.
+        self.recall_weight = float(meta.get("recall_weight", 0))
+        self.recall_gate_low = float(meta.get("recall_gate_low", 0.999))
+        self.recall_gate_high = float(meta.get("recall_gate_high", 0.9999))
+        gap = self.image_keys.mean(0, keepdim=True) - self.text_keys.mean(0, keepdim=True)
+        self.image_recall_values = F.normalize(self.image_values + gap, dim=1)
 
     @staticmethod
     def _merge_identical_rows(keys):
@@ -337,31 +349,45 @@ class Memory:
         _, first, inverse = np.unique(bits, axis=0, return_index=True, return_inverse=True)
         return keys[torch.from_numpy(first)].float(), torch.from_numpy(inverse.reshape(-1))
 
+    @staticmethod
+    def linear_gate(low, high, s):
+        """0 up to low, rising linearly to 1 at high (a step at high when high <= low)."""
+        if high <= low:
+            return 1.0 if s >= high else 0.0
+        return min(1.0, max(0.0, (s - low) / (high - low)))
+
     def gate(self, s):
         """The fraction of `weight` applied when the nearest key has cosine similarity s."""
-        if self.gate_high <= self.gate_low:
-            return 1.0 if s >= self.gate_high else 0.0
-        return min(1.0, max(0.0, (s - self.gate_low) / (self.gate_high - self.gate_low)))
+        return self.linear_gate(self.gate_low, self.gate_high, s)
 
-    def augment(self, e, keys, values):
+    def augment(self, e, keys, values, recall_values=None):
         """e [n, dim] unit rows -> [n, dim] unit rows."""
         chunk = 512  # bounds the [chunk, n_keys] similarity block
-        return torch.cat([self._augment_rows(e[i:i + chunk], keys, values)
+        return torch.cat([self._augment_rows(e[i:i + chunk], keys, values, recall_values)
                           for i in range(0, len(e), chunk)]) if len(e) else e
 
-    def _augment_rows(self, e, keys, values):
+    def _augment_rows(self, e, keys, values, recall_values):
         sim, idx = torch.matmul(e, keys.t()).topk(min(self.k, len(keys)), 1)  # nearest first
         w = torch.softmax(sim / self.temperature, 1)
         mixed = F.normalize((w.unsqueeze(2) * values[idx]).sum(1), dim=1)
-        # The gate in double precision, as C++ computes it, then float32.
+        # The gates in double precision, as C++ computes them, then float32.
         gate = torch.tensor([[self.weight * self.gate(float(s))] for s in sim[:, 0]],
                             dtype=torch.float32).view(-1, 1)
-        return F.normalize(e + gate * mixed, dim=1)
+        moved = e + gate * mixed
+        if recall_values is not None and self.recall_weight > 0:
+            recall = torch.tensor(
+                [[self.recall_weight * self.linear_gate(self.recall_gate_low,
+                                                        self.recall_gate_high, float(s))]
+                 for s in sim[:, 0]], dtype=torch.float32).view(-1, 1)
+            moved = moved + recall * recall_values[idx[:, 0]]
+        return F.normalize(moved, dim=1)
 
     def augment_images(self, e):
-        return self.augment(e, self.image_keys, self.image_values)
+        return self.augment(e, self.image_keys, self.image_values, self.image_recall_values)
 
     def augment_texts(self, e):
+        if self.weight <= 0:  # (recall is for images only)
+            return e
         return self.augment(e, self.text_keys, self.text_values)
 
 
@@ -445,7 +471,7 @@ class Model:
         self.memory = None
         if use_memory and os.path.exists(memory_path):
             memory = Memory(memory_path, self.config["embed_dim"])
-            self.memory = memory if memory.weight > 0 else None
+            self.memory = memory if memory.weight > 0 or memory.recall_weight > 0 else None
 
     @property
     def dim(self):
@@ -459,13 +485,18 @@ class Model:
         """What mmsearch's Embedder::fingerprint() says for this model (an INDEX_DIR records
         it): FNV-1a over model.safetensors, then, when the memory is used, over
         memory.safetensors and its settings as "k/temperature/weight/gate_low/gate_high"
-        and "/merged-keys" (C++ std::to_string). 16 hex digits. Reads every byte: seconds for the shipped model."""
+        and "/merged-keys", then "/recall recall_weight/recall_gate_low/recall_gate_high" when
+        recall is on (C++ std::to_string). 16 hex digits. Reads every byte: seconds for the
+        shipped model."""
         h = mmsearch_io.fnv1a64_file(os.path.join(self.model_dir, "model.safetensors"))
         if self.memory is not None:
             m = self.memory
             h = mmsearch_io.fnv1a64_file(os.path.join(self.model_dir, "memory.safetensors"), h)
             settings = "%d/%f/%f/%f/%f/merged-keys" % (m.k, m.temperature, m.weight, m.gate_low,
                                                        m.gate_high)
+            if m.recall_weight > 0:
+                settings += "/recall %f/%f/%f" % (m.recall_weight, m.recall_gate_low,
+                                                  m.recall_gate_high)
             h = mmsearch_io.fnv1a64(settings.encode("ascii"), h)
         return "%016x" % h
 
