@@ -3,8 +3,12 @@
 # set-up, fetch and prepare the data, train the tokenizer, train the dual encoder, build a
 # memory of training pairs (unless MEMORY_TEXTS=none), evaluate it on every data set's test
 # split (natural queries too, eval --queries, where the manifest has keywords), install it.
-# Environment: RUN_DIR, INSTALL_TO, CONFIG, VOCAB_SIZE, MEMORY_TEXTS (mmsearch memory
-# --texts, or none), and MMSEARCH (a copy of the program kept apart from rebuilds; then no set-up).
+# Two stages: the whole recipe (CONFIG) into RUN_DIR, then a short second stage
+# (FINETUNE_CONFIG, started from the first's weights: more passes over Open Clip Art at a lower
+# learning rate) into RUN_DIR/finetune; FINETUNE_CONFIG=none stops after the first.
+# Environment: RUN_DIR, INSTALL_TO, CONFIG, FINETUNE_CONFIG, VOCAB_SIZE, MEMORY_TEXTS (mmsearch
+# memory --texts, or none), and MMSEARCH (a copy of the program kept apart from rebuilds; then
+# no set-up).
 #   scripts/train.sh                      # the default model
 #   RUN_DIR=runs/x scripts/train.sh --set train.epochs=2   # extra args go to `mmsearch train`
 #                                         # (and the --set ones to `mmsearch memory` too)
@@ -15,6 +19,7 @@ cd "$root"
 run="${RUN_DIR:-runs/default}"
 install_to="${INSTALL_TO:-data/models/default}"
 config="${CONFIG:-training/configs/default.json}"
+finetune_config="${FINETUNE_CONFIG:-training/configs/default_finetune.json}"
 vocab="${VOCAB_SIZE:-8000}"
 mms="${MMSEARCH:-build/mmsearch}"   # another build of the program, e.g. a copy kept apart from rebuilds
 start=$(date +%s)
@@ -57,11 +62,21 @@ resume=()
 "$mms" train --config "$config" --out "$run" --set "tokenizer=$run/tokenizer.model" \
   "${resume[@]}" "$@"
 
+# The second stage, from the first's exported weights; the model the rest uses and installs.
+final="$run"
+if [ "$finetune_config" != none ]; then
+  final="$run/finetune"
+  resume=()
+  [ -f "$final/checkpoint.json" ] && resume=(--resume)
+  "$mms" train --config "$finetune_config" --out "$final" \
+    --set "tokenizer=$run/tokenizer.model" --set "train.init_from=$run/model" "${resume[@]}"
+fi
+
 # The model's memory of training pairs (encoders/memory.h), from the same data and overrides,
 # unless MEMORY_TEXTS=none: its texts are the training captions, titles and keywords (on the
 # validation splits, r30 answered text queries best with all three; README).
 memory_texts="${MEMORY_TEXTS:-captions,titles,keywords}"
-rm -f "$run/model/memory.safetensors"
+rm -f "$final/model/memory.safetensors"
 if [ "$memory_texts" != none ]; then
   sets=()
   while [ $# -gt 0 ]; do
@@ -71,7 +86,7 @@ if [ "$memory_texts" != none ]; then
       *) shift ;;
     esac
   done
-  "$mms" memory --model "$run/model" --config "$config" --set "tokenizer=$run/tokenizer.model" \
+  "$mms" memory --model "$final/model" --config "$config" --set "tokenizer=$run/tokenizer.model" \
     --texts "$memory_texts" "${sets[@]}"
 fi
 
@@ -80,15 +95,15 @@ fi
 while read -r name path; do
   queries=()
   grep -q '"keywords"' "$path" && queries=(--queries)
-  "$mms" eval --model "$run/model" --manifest "$path" "${queries[@]}" \
-    --json "$run/test_$name.json" --zero-shot-template "a photo of {}" </dev/null
+  "$mms" eval --model "$final/model" --manifest "$path" "${queries[@]}" \
+    --json "$final/test_$name.json" --zero-shot-template "a photo of {}" </dev/null
   if [ "$memory_texts" != none ]; then
-    "$mms" eval --model "$run/model" --manifest "$path" --no-memory "${queries[@]}" \
-      --json "$run/test_${name}_no_memory.json" --zero-shot-template "a photo of {}" </dev/null
+    "$mms" eval --model "$final/model" --manifest "$path" --no-memory "${queries[@]}" \
+      --json "$final/test_${name}_no_memory.json" --zero-shot-template "a photo of {}" </dev/null
   fi
 done <<<"$datasets"
 
-/usr/bin/python3 - "$run" "$memory_texts" $(echo "$datasets" | awk '{print $1}') <<'PY'
+/usr/bin/python3 - "$final" "$memory_texts" $(echo "$datasets" | awk '{print $1}') <<'PY'
 import json, sys, os
 run, memory_texts, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 def figures(suffix):
@@ -114,9 +129,10 @@ PY
 
 mkdir -p "$install_to"
 rm -f "$install_to/memory.safetensors"
-cp "$run/model/config.json" "$run/model/model.safetensors" "$run/model/tokenizer.model" \
-  "$run/model/eval.json" "$install_to/"
-[ -f "$run/model/memory.safetensors" ] && cp "$run/model/memory.safetensors" "$install_to/"
-cp "$run/train_config.json" "$install_to/train_config.json"
+cp "$final/model/config.json" "$final/model/model.safetensors" "$final/model/tokenizer.model" \
+  "$final/model/eval.json" "$install_to/"
+[ -f "$final/model/memory.safetensors" ] && cp "$final/model/memory.safetensors" "$install_to/"
+cp "$final/train_config.json" "$install_to/train_config.json"
+[ "$final" != "$run" ] && cp "$run/train_config.json" "$install_to/train_config_stage1.json"
 echo "train.sh: installed $install_to in $(( ($(date +%s) - start) / 60 )) min"
 cat "$install_to/eval.json"
