@@ -5,7 +5,8 @@
 # split (natural queries too, eval --queries, where the manifest has keywords), install it.
 # Two stages: the whole recipe (CONFIG) into RUN_DIR, then a short second stage
 # (FINETUNE_CONFIG, started from the first's weights: more passes over Open Clip Art at a lower
-# learning rate) into RUN_DIR/finetune; FINETUNE_CONFIG=none stops after the first.
+# learning rate) into RUN_DIR/finetune; FINETUNE_CONFIG=none stops after the first. Extra
+# arguments go to the first stage.
 # Environment: RUN_DIR, INSTALL_TO, CONFIG, FINETUNE_CONFIG, VOCAB_SIZE, MEMORY_TEXTS (mmsearch
 # memory --texts, or none), and MMSEARCH (a copy of the program kept apart from rebuilds; then
 # no set-up).
