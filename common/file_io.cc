@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "common/error.h"
 
@@ -18,6 +20,12 @@ namespace fs = std::filesystem;
 std::string quoted_path(const std::string& path) { return "'" + path + "'"; }
 
 }  // namespace
+
+std::string read_file_bytes(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error::not_found(what + " '" + path + "' does not exist or is unreadable");
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 void write_file_atomically(const std::string& path, const std::string& bytes) {
   const fs::path target(path);

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "common/error.h"
+#include "common/file_io.h"
 #include "common/hash.h"
 #include "encoders/key_search.h"
 #include "encoders/memory.h"
@@ -19,12 +20,6 @@
 
 namespace mms {
 namespace {
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error::not_found("model file '" + path + "' does not exist or is unreadable");
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 torch::Tensor unit_rows(const torch::Tensor& x) {
   return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(1));
@@ -99,8 +94,8 @@ MemoryTensors memory_tensors(const EmbeddingMemory& m) {
 // A few rows at a time (a search request), the nearest keys come from `search` instead of a
 // product with every key: the same keys and similarities, a fraction of the memory reads.
 torch::Tensor augment(const torch::Tensor& e, const torch::Tensor& keys,
-                      const torch::Tensor& values, const MemorySettings& s,
-                      const KeySearch& search, const torch::Tensor& recall_values = {}) {
+                      const torch::Tensor& values, const MemorySettings& s, const KeySearch& search,
+                      const torch::Tensor& recall_values = {}) {
   const bool recall = recall_values.defined();
   constexpr int64_t kChunk = 512;  // bounds the [chunk, n_keys] similarity block
   constexpr int64_t kSmallBatch = 4;
@@ -172,7 +167,7 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_
                           std::to_string(tokenizer.vocab_size()) + " pieces but config.json says " +
                           std::to_string(config.text.vocab_size));
   }
-  const std::string bytes = read_bytes(weights_path);
+  const std::string bytes = read_file_bytes(weights_path, "model file");
   const SafeTensors weights =
       parse_safetensors(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), weights_path);
   nn::DualEncoder model(config);
@@ -182,7 +177,7 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_
   std::optional<MemoryTensors> memory;
   const std::string memory_path = (fs::path(model_dir) / "memory.safetensors").string();
   if (use_memory && fs::exists(memory_path)) {
-    const std::string memory_bytes = read_bytes(memory_path);
+    const std::string memory_bytes = read_file_bytes(memory_path, "model file");
     EmbeddingMemory m = parse_memory(reinterpret_cast<const uint8_t*>(memory_bytes.data()),
                                      memory_bytes.size(), memory_path, config.embed_dim);
     m.settings = overrides.applied_to(m.settings);
@@ -234,7 +229,8 @@ std::vector<float> Embedder::embed_pixels(const float* pixels, int64_t n) const 
   torch::Tensor e = nn::encode_images_batched(impl_->model, batch);
   if (impl_->memory) {
     const MemoryTensors& m = *impl_->memory;
-    e = augment(e, m.image_keys, m.image_values, m.settings, *m.image_search, m.image_recall_values);
+    e = augment(e, m.image_keys, m.image_values, m.settings, *m.image_search,
+                m.image_recall_values);
   }
   return nn::to_vector(e);
 }

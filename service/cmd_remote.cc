@@ -11,6 +11,7 @@
 
 #include "common/base64.h"
 #include "common/error.h"
+#include "common/file_io.h"
 #include "index/query.h"
 #include "service/cmd_index.h"
 
@@ -19,20 +20,14 @@ namespace {
 
 using nlohmann::json;
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error::not_found("cannot open image '" + path + "'");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 json term_json(const QueryTerm& t) {
   json j;
   switch (t.kind) {
     case QueryTerm::Kind::kText: j["text"] = t.text; break;
     case QueryTerm::Kind::kItem: j["item"] = t.item; break;
-    case QueryTerm::Kind::kImage: j["image_base64"] = base64_encode(read_bytes(t.text)); break;
+    case QueryTerm::Kind::kImage:
+      j["image_base64"] = base64_encode(read_file_bytes(t.text, "image"));
+      break;
     case QueryTerm::Kind::kVector:
       j["vector"] = t.vector.empty() ? read_vector_file(t.text) : t.vector;
       break;

@@ -391,15 +391,6 @@ void save_checkpoint(nn::DualEncoder& model, torch::optim::AdamW& optimizer, nn:
   }
 }
 
-// The whole bytes of a file, or Error::not_found naming what it is for.
-std::string file_bytes(const fs::path& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error::not_found(what + " '" + path.string() + "' does not exist or is unreadable");
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
 // train.init_from: starts `model` from a MODEL_DIR's weights. Its tokenizer must be the run's
 // own, byte for byte: the text tower's embedding rows mean that tokenizer's pieces.
 void init_from_model_dir(nn::DualEncoder& model, const TrainConfig& config) {
@@ -409,8 +400,8 @@ void init_from_model_dir(nn::DualEncoder& model, const TrainConfig& config) {
     throw Error::not_found("train.init_from '" + dir.string() +
                            "' holds no model.safetensors (give a MODEL_DIR, e.g. runs/NAME/model)");
   }
-  if (file_bytes(dir / "tokenizer.model", "train.init_from's tokenizer") !=
-      file_bytes(config.tokenizer, "tokenizer")) {
+  if (read_file_bytes((dir / "tokenizer.model").string(), "train.init_from's tokenizer") !=
+      read_file_bytes(config.tokenizer, "tokenizer")) {
     throw Error::mismatch("train.init_from '" + dir.string() +
                           "' was trained with another tokenizer than '" + config.tokenizer +
                           "'; set tokenizer to its tokenizer.model");
