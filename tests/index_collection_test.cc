@@ -11,12 +11,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -742,6 +744,80 @@ TEST_F(CollectionTest, SearchesFromManyThreadsAtOnce) {
   }
   for (auto& th : threads) th.join();
   for (int t = 0; t < 4; ++t) EXPECT_EQ(correct[t], 50);
+}
+
+// The service's pattern, in one process: a writer commits and syncs batch after batch while
+// other threads search the reader and one reloads it (SIGHUP). Every answer names an item the
+// catalog holds, and the last reload finds every item. Under --sanitize thread this is the
+// catalog's data-race check.
+TEST_F(CollectionTest, ReadersSearchAndReloadWhileAWriterCommits) {
+  constexpr int kBatches = 12, kPerBatch = 8;
+  auto writer = Collection::open(dir_, options());
+  const auto first = random_unit_vectors(kPerBatch, kDim, 7);
+  std::vector<ItemWrite> seed;
+  for (int i = 0; i < kPerBatch; ++i)
+    seed.push_back(ok_item("seed" + std::to_string(i), &first[i * kDim]));
+  writer->upsert_items(seed);
+  writer->sync_indexes();
+  auto reader = Collection::open_for_search(dir_, kModel);
+  const auto all = random_unit_vectors(kBatches * kPerBatch, kDim, 8);
+
+  std::atomic<bool> done{false};
+  std::atomic<int> answers{0}, unknown{0}, reloads{0};
+  std::vector<std::string> failures;
+  std::mutex failures_mutex;
+  auto guarded = [&](auto body) {
+    return [&, body] {
+      try {
+        body();
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(failures_mutex);
+        failures.push_back(e.what());
+      }
+    };
+  };
+  std::vector<std::thread> threads;
+  threads.emplace_back(guarded([&] {
+    for (int b = 0; b < kBatches; ++b) {
+      std::vector<ItemWrite> batch;
+      for (int i = 0; i < kPerBatch; ++i) {
+        const int row = b * kPerBatch + i;
+        batch.push_back(ok_item("item" + std::to_string(row), &all[row * kDim]));
+      }
+      writer->upsert_items(batch);
+      writer->sync_indexes();
+    }
+    done = true;
+  }));
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back(guarded([&, t] {
+      for (int i = 0; !done || i < 20; ++i) {
+        const int row = (t * 31 + i) % (kBatches * kPerBatch);
+        const auto hits = reader->search(Target::kImages, &all[row * kDim], 1, 5);
+        for (const auto& hit : hits[0]) {
+          ++answers;
+          if (!reader->item(hit.id)) ++unknown;
+        }
+      }
+    }));
+  }
+  threads.emplace_back(guarded([&] {
+    while (!done) {
+      if (reader->reload_indexes()) ++reloads;
+      std::this_thread::yield();
+    }
+  }));
+  for (auto& th : threads) th.join();
+  ASSERT_TRUE(failures.empty()) << failures.front();
+  EXPECT_GT(answers.load(), 0);
+  EXPECT_EQ(unknown.load(), 0);
+  reader->reload_indexes();
+  EXPECT_EQ(reader->index_info(Target::kImages).vectors, (kBatches + 1) * kPerBatch);
+  for (int row = 0; row < kBatches * kPerBatch; row += 17) {
+    const auto hits = reader->search(Target::kImages, &all[row * kDim], 1, 1);
+    ASSERT_FALSE(hits[0].empty());
+    EXPECT_EQ(reader->item(hits[0][0].id)->path, "item" + std::to_string(row));
+  }
 }
 
 }  // namespace
