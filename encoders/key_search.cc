@@ -6,13 +6,27 @@
 
 #include "common/error.h"
 
+// The AVX2 and default clones of the inner loops below, picked once at load time by an ifunc
+// resolver. Under ThreadSanitizer there is one plain version: the resolver runs while the
+// dynamic loader relocates the program, before the TSan runtime is up, and its instrumented
+// entry crashed every TSan-built program at start.
+#if defined(__SANITIZE_THREAD__)
+#define MMS_SIMD_CLONES
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MMS_SIMD_CLONES
+#endif
+#endif
+#ifndef MMS_SIMD_CLONES
+#define MMS_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+
 namespace mms {
 namespace {
 
 // The integer inner product of a query and an int8 row. GCC turns the loop into 16-bit
 // multiply-adds (vpmaddwd) in the AVX2 clone; the default clone serves older CPUs.
-__attribute__((target_clones("avx2", "default"))) int32_t int_dot(const int16_t* a, const int8_t* b,
-                                                                  int32_t n) {
+MMS_SIMD_CLONES int32_t int_dot(const int16_t* a, const int8_t* b, int32_t n) {
   int32_t s = 0;
   for (int32_t i = 0; i < n; ++i) s += int32_t{a[i]} * int32_t{b[i]};
   return s;
@@ -28,8 +42,7 @@ constexpr float kSlack = 1e-4f;
 
 }  // namespace
 
-__attribute__((target_clones("avx2", "default"))) float inner_product(const float* a,
-                                                                      const float* b, size_t n) {
+MMS_SIMD_CLONES float inner_product(const float* a, const float* b, size_t n) {
   float sums[16] = {};
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {

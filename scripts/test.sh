@@ -3,7 +3,7 @@
 #   scripts/test.sh                               # everything, as CI runs it
 #   scripts/test.sh -L fast                       # the developer loop: unit and in-process tests
 #   scripts/test.sh --sanitize address,undefined  # ASan + UBSan build in build-asan/, then tests
-#   scripts/test.sh --sanitize thread -L fast     # TSan build in build-tsan/
+#   scripts/test.sh --sanitize thread             # TSan build in build-tsan/: the concurrent parts
 # Other arguments go to ctest. A sanitizer report fails the test that triggered it;
 # tests/sanitizer/*.supp lists the only suppressions (third-party code, with the reason).
 set -euo pipefail
@@ -33,7 +33,16 @@ if [ -n "$sanitize" ]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" \
     -DMMSEARCH_SANITIZE="${sanitize//,/;}" >/dev/null
-  cmake --build "$build" -j "${MMSEARCH_JOBS:-$(nproc)}"
+  targets=()
+  if [ "$sanitize" = thread ] && ((${#args[@]} == 0)); then
+    # The concurrent parts, by default: the batcher, the catalog's readers and writer, the
+    # indexer and the server under its HTTP and hostile-client tests. Everything else runs
+    # on one thread of ours; other ctest arguments (-L fast, -R ...) pick tests as usual.
+    targets=(--target mmsearch service_batcher_test index_collection_test index_indexer_test
+             service_http_cli_slow_test service_hostile_cli_slow_test)
+    args=(-R '^(BatcherTest|CollectionTest|CollectionAutoIndexType|IndexerTest|ServiceHttpTest|HostileClientTest)\.')
+  fi
+  cmake --build "$build" -j "${MMSEARCH_JOBS:-$(nproc)}" "${targets[@]+"${targets[@]}"}"
   supp="$root/tests/sanitizer"
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0"
   export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"

@@ -14,14 +14,15 @@ namespace {
 
 constexpr const char* kPluginName = "libmms_spm.so";
 
-#if defined(__SANITIZE_ADDRESS__)
-// AddressSanitizer's dlopen refuses RTLD_DEEPBIND outright, because a library bound deep
-// would normally take malloc and operator new from libc and libstdc++, not from the
-// sanitizer, and memory would cross between two allocators. Here it does not: in a sanitized
-// build the plugin is linked with -fsanitize=address too, which makes libasan the first
-// library it needs, and so the first place its deep-bound lookups (SentencePiece's included)
-// find malloc and operator new: the same sanitizer allocator as the rest of the process.
-// So the plugin is opened with libc's own dlopen, past the sanitizer's check.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+// AddressSanitizer's and ThreadSanitizer's dlopen refuse RTLD_DEEPBIND outright, because a
+// library bound deep would normally take malloc and operator new from libc and libstdc++, not
+// from the sanitizer, and memory would cross between two allocators. Here it does not: in a
+// sanitized build the plugin is linked with the same -fsanitize= too, which makes the runtime
+// (libasan, libtsan) the first library it needs, and so the first place its deep-bound
+// lookups (SentencePiece's included) find malloc, operator new and the pthread calls: the
+// same runtime as the rest of the process. So the plugin is opened with libc's own dlopen,
+// past the sanitizer's check.
 void* open_plugin(const char* path, int flags) {
   using DlopenFn = void* (*)(const char*, int);
   void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
