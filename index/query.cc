@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -195,7 +196,12 @@ std::vector<float> read_vector_file(const std::string& path) {
       throw Error::invalid_argument("vector file '" + path +
                                     "' holds something other than numbers");
     }
-    v.push_back(x.get<float>());
+    const double d = x.get<double>();
+    if (!(std::fabs(d) <= std::numeric_limits<float>::max())) {  // (false for NaN too)
+      throw Error::invalid_argument("vector file '" + path + "' holds " + x.dump() +
+                                    ", beyond a float's range");
+    }
+    v.push_back(static_cast<float>(d));
   }
   return v;
 }

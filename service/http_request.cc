@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "common/error.h"
+#include "common/json_read.h"
 
 namespace mms {
 
@@ -273,7 +274,7 @@ SearchRequest search_request(const json& j, int32_t max_k) {
     if (!j[name].is_number()) {
       throw Error::invalid_argument(std::string("\"") + name + "\" must be a number");
     }
-    return j[name].get<float>();
+    return json_get<float>(j[name], name);
   };
   r.filters.min_score = number("min_score");
   r.filters.dedup_threshold = number("dedup_threshold").value_or(r.filters.dedup_threshold);

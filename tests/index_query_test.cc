@@ -188,6 +188,8 @@ TEST_F(QueryTest, ReadsVectorFilesAsArraysOrEmbedAnswers) {
   EXPECT_EQ(read_vector_file(b.string()).size(), 8u);
   std::ofstream(a) << "[1, \"x\"]";
   EXPECT_EQ(kind_of([&] { read_vector_file(a.string()); }), ErrorKind::kInvalidArgument);
+  std::ofstream(a) << "[1, 1e300]";  // beyond a float: refused, not an infinite query
+  EXPECT_EQ(kind_of([&] { read_vector_file(a.string()); }), ErrorKind::kInvalidArgument);
   EXPECT_EQ(kind_of([&] { read_vector_file(dir_ + "/none.json"); }), ErrorKind::kNotFound);
 }
 

@@ -432,6 +432,8 @@ TEST(SearchRequestFromJson, DefaultsAndEveryOption) {
   EXPECT_EQ(search_request(json{{"target", "texts"}}, 1000).target, SearchTarget::kTexts);
   EXPECT_FALSE(search_request(json{{"min_score", nullptr}}, 1000).filters.min_score.has_value());
   EXPECT_FLOAT_EQ(*search_request(json{{"min_score", -1}}, 1000).filters.min_score, -1.f);
+  EXPECT_EQ(kind_of([] { search_request(json{{"min_score", 1e300}}, 1000); }),
+            ErrorKind::kInvalidArgument);
 }
 
 TEST(SearchRequestFromJson, KMustBeAnIntegerWithinOneToMaxK) {

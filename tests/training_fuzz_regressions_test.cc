@@ -80,4 +80,33 @@ TEST(FuzzRegressions, MemorySettingsOutOfRangeAreRefused) {
   }
 }
 
+// A float field given a number beyond a float (the model config's image.std as 1e300 became
+// infinity, and a config written back held null: found by fuzzing both configs) is refused
+// by name; the largest float still reads.
+TEST(FuzzRegressions, FloatFieldsBeyondAFloatAreRefusedByName) {
+  auto refusal = [](auto parse) -> std::string {
+    try {
+      parse();
+    } catch (const mms::Error& e) {
+      return e.what();
+    }
+    return "accepted";
+  };
+  const std::string model_std =
+      refusal([] { mms::parse_model_config(R"({"image": {"std": [0.25, 0.25, 1e300]}})", "c"); });
+  EXPECT_NE(model_std.find("'std' must be a finite number"), std::string::npos) << model_std;
+  const std::string model_scale =
+      refusal([] { mms::parse_model_config(R"({"logit_scale_max": -4e38})", "c"); });
+  EXPECT_NE(model_scale.find("logit_scale_max"), std::string::npos) << model_scale;
+  const std::string train_jitter = refusal([] {
+    mms::parse_train_config(R"({"tokenizer": "t", "data": [{"name": "a", "path": "b"}],
+                                "augment": {"jitter": 3.5e38}})",
+                            "c", {});
+  });
+  EXPECT_NE(train_jitter.find("'jitter' must be a finite number"), std::string::npos)
+      << train_jitter;
+  const mms::ModelConfig widest = mms::parse_model_config(R"({"logit_scale_max": 3.4e38})", "c");
+  EXPECT_FLOAT_EQ(widest.logit_scale_max, 3.4e38f);
+}
+
 }  // namespace
