@@ -182,7 +182,7 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_
                                      memory_bytes.size(), memory_path, config.embed_dim);
     m.settings = overrides.applied_to(m.settings);
     check_memory_settings(m.settings);
-    if (m.settings.weight > 0 || m.settings.recall_weight > 0) {
+    if (m.settings.weight > 0 || m.settings.image_pull() > 0 || m.settings.recall_weight > 0) {
       memory = memory_tensors(m);
       hash = fnv1a64(memory_bytes.data(), memory_bytes.size(), hash);
       std::string settings =
@@ -193,6 +193,10 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_
         settings += "/recall " + std::to_string(m.settings.recall_weight) + "/" +
                     std::to_string(m.settings.recall_gate_low) + "/" +
                     std::to_string(m.settings.recall_gate_high);
+      }
+      // (absent where images are pulled by `weight`, as by every memory before image_weight)
+      if (m.settings.image_pull() != m.settings.weight) {
+        settings += "/image-weight " + std::to_string(m.settings.image_pull());
       }
       hash = fnv1a64(settings.data(), settings.size(), hash);
     }
@@ -229,7 +233,9 @@ std::vector<float> Embedder::embed_pixels(const float* pixels, int64_t n) const 
   torch::Tensor e = nn::encode_images_batched(impl_->model, batch);
   if (impl_->memory) {
     const MemoryTensors& m = *impl_->memory;
-    e = augment(e, m.image_keys, m.image_values, m.settings, *m.image_search,
+    MemorySettings image_side = m.settings;
+    image_side.weight = m.settings.image_pull();
+    e = augment(e, m.image_keys, m.image_values, image_side, *m.image_search,
                 m.image_recall_values);
   }
   return nn::to_vector(e);

@@ -97,6 +97,10 @@ void check_memory_settings(const MemorySettings& s) {
     throw Error::invalid_argument("memory weight must be 0 or more, got " +
                                   std::to_string(s.weight));
   }
+  if (!((s.image_weight >= 0 || s.image_weight == -1) && std::isfinite(s.image_weight))) {
+    throw Error::invalid_argument("memory image_weight must be 0 or more (or -1: the weight), got " +
+                                  std::to_string(s.image_weight));
+  }
   if (!(s.gate_low >= -1 && s.gate_low <= s.gate_high && s.gate_high <= 1)) {
     throw Error::invalid_argument(
         "memory gate must satisfy -1 <= gate_low <= gate_high <= 1, got gate_low " +
@@ -134,6 +138,7 @@ void write_memory(const std::string& path, const EmbeddingMemory& m) {
   st.metadata["k"] = std::to_string(m.settings.k);
   st.metadata["temperature"] = std::to_string(m.settings.temperature);
   st.metadata["weight"] = std::to_string(m.settings.weight);
+  st.metadata["image_weight"] = std::to_string(m.settings.image_weight);
   st.metadata["gate_low"] = std::to_string(m.settings.gate_low);
   st.metadata["gate_high"] = std::to_string(m.settings.gate_high);
   st.metadata["recall_weight"] = std::to_string(m.settings.recall_weight);
@@ -200,6 +205,12 @@ EmbeddingMemory from_safetensors(const SafeTensors& st, const std::string& path,
   m.settings.temperature =
       parse_number(metadata_value(st, "temperature", path), "temperature", path);
   m.settings.weight = parse_number(metadata_value(st, "weight", path), "weight", path);
+  // Files written before image_weight existed pull images by `weight` too.
+  m.settings.image_weight = -1;
+  if (st.metadata.count("image_weight")) {
+    m.settings.image_weight =
+        parse_number(st.metadata.at("image_weight"), "image_weight", path);
+  }
   // Files written before the gate existed have no gate settings: they keep working ungated.
   m.settings.gate_low = m.settings.gate_high = -1;
   for (auto [key, value] : {std::pair{"gate_low", &m.settings.gate_low},

@@ -95,6 +95,11 @@ void add_memory_settings(CLI::App* cmd, const std::string& prefix, MemoryOverrid
          prefix + "weight", m.weight,
          help("How far an embedding moves toward its neighbours (0: not at all)", d.weight))
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option(prefix + "image-weight", m.image_weight,
+                  help("How far an image moves toward its neighbours' captions (0: not at all; "
+                       "-1: the weight)",
+                       d.image_weight))
+      ->check(CLI::Range(-1.0, 1e6));
   cmd->add_option(
          prefix + "gate-low", m.gate_low,
          help("Nearest-neighbour similarity below which an embedding does not move", d.gate_low))

@@ -108,6 +108,8 @@ TEST_F(MemoryTest, FileRoundTripKeepsKeysPairsAndSettings) {
   EXPECT_DOUBLE_EQ(back.settings.recall_gate_low, m.settings.recall_gate_low);
   EXPECT_DOUBLE_EQ(back.settings.recall_gate_high, m.settings.recall_gate_high);
   EXPECT_GT(back.settings.recall_weight, 0);
+  EXPECT_DOUBLE_EQ(back.settings.image_weight, m.settings.image_weight);
+  EXPECT_DOUBLE_EQ(back.settings.image_pull(), m.settings.image_weight);
   // Keys are stored in half precision: within its rounding of values below 1.
   for (size_t i = 0; i < m.image_keys.size(); ++i)
     EXPECT_NEAR(back.image_keys[i], m.image_keys[i], 1e-3);
@@ -123,7 +125,7 @@ TEST_F(MemoryTest, FileRoundTripKeepsKeysPairsAndSettings) {
   mms::SafeTensors old = st;
   old.metadata.erase("gate_low");
   old.metadata.erase("gate_high");
-  for (const char* key : {"recall_weight", "recall_gate_low", "recall_gate_high"})
+  for (const char* key : {"recall_weight", "recall_gate_low", "recall_gate_high", "image_weight"})
     old.metadata.erase(key);
   mms::write_safetensors(path, old);
   const EmbeddingMemory ungated = mms::read_memory(path, m.dim);
@@ -132,6 +134,9 @@ TEST_F(MemoryTest, FileRoundTripKeepsKeysPairsAndSettings) {
   EXPECT_DOUBLE_EQ(mms::memory_gate(ungated.settings, -1.0), 1.0);
   // Nor had it recall settings: it recognises no image.
   EXPECT_DOUBLE_EQ(ungated.settings.recall_weight, 0);
+  // Nor an image weight: it pulls images by `weight`, as before.
+  EXPECT_DOUBLE_EQ(ungated.settings.image_weight, -1);
+  EXPECT_DOUBLE_EQ(ungated.settings.image_pull(), ungated.settings.weight);
 }
 
 TEST(MemoryGate, RampsFromLowToHigh) {
@@ -253,6 +258,7 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
   m.pairs = {{0, 0}, {1, 0}, {2, 1}};
   // No gate: every embedding moves by the whole weight; no recall (the next test's).
   m.settings = {2, 0.1, 0.5, -1, -1, 0};
+  m.settings.image_weight = -1;  // images pulled by `weight` too (image_weight: its own test)
   mms::write_memory((model / "memory.safetensors").string(), m);
   const EmbeddingMemory stored = mms::read_memory((model / "memory.safetensors").string(), dim);
 
@@ -264,7 +270,7 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
   // value)), g rising linearly from 0 at similarity `low` to 1 at `high` (no gate: g = 1).
   auto expected = [&](const std::vector<float>& e, const std::vector<float>& keys,
                       const std::vector<std::vector<float>>& values, double low = -1,
-                      double high = -1) {
+                      double high = -1, double weight = 0.5) {
     std::vector<std::pair<double, int>> sims;
     for (size_t j = 0; j < values.size(); ++j) sims.push_back({dot(e, row(keys, j, dim)), int(j)});
     std::sort(sims.rbegin(), sims.rend());
@@ -277,7 +283,7 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
           (w0 * values[sims[0].second][d] + w1 * values[sims[1].second][d]) / (w0 + w1));
     mix = unit(mix);
     std::vector<float> out(dim);
-    for (int32_t d = 0; d < dim; ++d) out[d] = e[d] + static_cast<float>(g * 0.5) * mix[d];
+    for (int32_t d = 0; d < dim; ++d) out[d] = e[d] + static_cast<float>(g * weight) * mix[d];
     return unit(out);
   };
   // Values: an image's is its text's key; text 0's is the mean of image keys 0 and 1.
@@ -342,6 +348,39 @@ TEST_F(MemoryTest, EmbeddingsMoveTowardTheirNeighboursValues) {
     for (int32_t d = 0; d < dim; ++d) EXPECT_NEAR(alone[3 * dim + d], images[3 * dim + d], 1e-6);
   }
 
+  // image_weight pulls images by its own amount and leaves texts to `weight`; 0 leaves images
+  // as the encoders made them while texts still move.
+  for (const double image_weight : {0.2, 0.0}) {
+    mms::MemoryOverrides images_apart;
+    images_apart.image_weight = image_weight;
+    const auto apart = mms::Embedder::load(model.string(), true, images_apart);
+    EXPECT_TRUE(apart->uses_memory());
+    EXPECT_NE(apart->fingerprint(), with->fingerprint());
+    const std::vector<float> got = apart->embed_pixels(pixels.data(), 4);
+    for (int64_t i = 0; i < 4; ++i) {
+      const std::vector<float> want = expected(row(images, i, dim), stored.image_keys,
+                                               image_values, -1, -1, image_weight);
+      for (int32_t d = 0; d < dim; ++d)
+        EXPECT_NEAR(got[i * dim + d], want[d], 1e-4) << "image " << i << " at " << image_weight;
+    }
+    EXPECT_EQ(apart->embed_texts(queries), got_texts);
+  }
+  {
+    mms::MemoryOverrides same;  // image_weight equal to weight is the old pull, fingerprint too
+    same.image_weight = 0.5;
+    EXPECT_EQ(mms::Embedder::load(model.string(), true, same)->fingerprint(), with->fingerprint());
+    mms::MemoryOverrides texts_only;  // weight 0, images still pulled: the memory is used
+    texts_only.weight = 0.0;
+    texts_only.image_weight = 0.2;
+    EXPECT_TRUE(mms::Embedder::load(model.string(), true, texts_only)->uses_memory());
+    mms::MemoryOverrides negative;
+    negative.image_weight = -0.5;
+    const auto [kind, what] =
+        error_of([&] { mms::Embedder::load(model.string(), true, negative); });
+    EXPECT_EQ(kind, ErrorKind::kInvalidArgument);
+    EXPECT_NE(what.find("image_weight"), std::string::npos) << what;
+  }
+
   // Settings given at load replace the stored ones: with k = 1 an image moves toward its
   // single nearest key's value (image 2 is its own nearest key: toward text 1).
   mms::MemoryOverrides one;
@@ -404,6 +443,7 @@ TEST_F(MemoryTest, TheMemorysOwnImagesAreRecognisedAndMoveTowardTheirTexts) {
   ASSERT_GT(own - s3, 2e-4) << "image 3 is too like the memory's images for this test";
   const double quarter = (own - s3) / 4;
   m.settings = {2, 0.1, /*weight=*/0, -1, -1, /*recall_weight=*/2, s3 + quarter, own - quarter};
+  m.settings.image_weight = -1;  // no pull but recall
   mms::write_memory((model / "memory.safetensors").string(), m);
   const EmbeddingMemory stored = mms::read_memory((model / "memory.safetensors").string(), dim);
 

@@ -311,6 +311,7 @@ class Memory:
         e' = normalize(... + recall_gate(s_1) * recall_weight *
                        normalize(v_1 + mean(image keys) - mean(text keys)))
     (metadata recall_weight, recall_gate_low, recall_gate_high; absent in older files: 0).
+    Images are pulled by image_weight where the file has one 0 or more, else by weight.
     """
 
     def __init__(self, path, dim):
@@ -332,6 +333,9 @@ class Memory:
         self.k = int(float(meta["k"]))
         self.temperature = float(meta["temperature"])
         self.weight = float(meta["weight"])
+        # Files written before image_weight existed pull images by `weight` too (-1).
+        image_weight = float(meta.get("image_weight", -1))
+        self.image_weight = image_weight if image_weight >= 0 else self.weight
         # Files written before the gate existed have none: -1, -1 is "no gate".
         self.gate_low = float(meta.get("gate_low", -1))
         self.gate_high = float(meta.get("gate_high", -1))
@@ -360,18 +364,18 @@ class Memory:
         """The fraction of `weight` applied when the nearest key has cosine similarity s."""
         return self.linear_gate(self.gate_low, self.gate_high, s)
 
-    def augment(self, e, keys, values, recall_values=None):
+    def augment(self, e, keys, values, weight, recall_values=None):
         """e [n, dim] unit rows -> [n, dim] unit rows."""
         chunk = 512  # bounds the [chunk, n_keys] similarity block
-        return torch.cat([self._augment_rows(e[i:i + chunk], keys, values, recall_values)
+        return torch.cat([self._augment_rows(e[i:i + chunk], keys, values, weight, recall_values)
                           for i in range(0, len(e), chunk)]) if len(e) else e
 
-    def _augment_rows(self, e, keys, values, recall_values):
+    def _augment_rows(self, e, keys, values, weight, recall_values):
         sim, idx = torch.matmul(e, keys.t()).topk(min(self.k, len(keys)), 1)  # nearest first
         w = torch.softmax(sim / self.temperature, 1)
         mixed = F.normalize((w.unsqueeze(2) * values[idx]).sum(1), dim=1)
         # The gates in double precision, as C++ computes them, then float32.
-        gate = torch.tensor([[self.weight * self.gate(float(s))] for s in sim[:, 0]],
+        gate = torch.tensor([[weight * self.gate(float(s))] for s in sim[:, 0]],
                             dtype=torch.float32).view(-1, 1)
         moved = e + gate * mixed
         if recall_values is not None and self.recall_weight > 0:
@@ -383,12 +387,13 @@ class Memory:
         return F.normalize(moved, dim=1)
 
     def augment_images(self, e):
-        return self.augment(e, self.image_keys, self.image_values, self.image_recall_values)
+        return self.augment(e, self.image_keys, self.image_values, self.image_weight,
+                            self.image_recall_values)
 
     def augment_texts(self, e):
         if self.weight <= 0:  # (recall is for images only)
             return e
-        return self.augment(e, self.text_keys, self.text_values)
+        return self.augment(e, self.text_keys, self.text_values, self.weight)
 
 
 # ---- the model as a whole ----------------------------------------------------------------
@@ -471,7 +476,8 @@ class Model:
         self.memory = None
         if use_memory and os.path.exists(memory_path):
             memory = Memory(memory_path, self.config["embed_dim"])
-            self.memory = memory if memory.weight > 0 or memory.recall_weight > 0 else None
+            used = memory.weight > 0 or memory.image_weight > 0 or memory.recall_weight > 0
+            self.memory = memory if used else None
 
     @property
     def dim(self):
@@ -486,7 +492,8 @@ class Model:
         it): FNV-1a over model.safetensors, then, when the memory is used, over
         memory.safetensors and its settings as "k/temperature/weight/gate_low/gate_high"
         and "/merged-keys", then "/recall recall_weight/recall_gate_low/recall_gate_high" when
-        recall is on (C++ std::to_string). 16 hex digits. Reads every byte: seconds for the
+        recall is on, then "/image-weight image_weight" when images are pulled otherwise than
+        texts (C++ std::to_string). 16 hex digits. Reads every byte: seconds for the
         shipped model."""
         h = mmsearch_io.fnv1a64_file(os.path.join(self.model_dir, "model.safetensors"))
         if self.memory is not None:
@@ -497,6 +504,8 @@ class Model:
             if m.recall_weight > 0:
                 settings += "/recall %f/%f/%f" % (m.recall_weight, m.recall_gate_low,
                                                   m.recall_gate_high)
+            if m.image_weight != m.weight:
+                settings += "/image-weight %f" % m.image_weight
             h = mmsearch_io.fnv1a64(settings.encode("ascii"), h)
         return "%016x" % h
 
