@@ -98,8 +98,9 @@ void check_memory_settings(const MemorySettings& s) {
                                   std::to_string(s.weight));
   }
   if (!((s.image_weight >= 0 || s.image_weight == -1) && std::isfinite(s.image_weight))) {
-    throw Error::invalid_argument("memory image_weight must be 0 or more (or -1: the weight), got " +
-                                  std::to_string(s.image_weight));
+    throw Error::invalid_argument(
+        "memory image_weight must be 0 or more (or -1: the weight), got " +
+        std::to_string(s.image_weight));
   }
   if (!(s.gate_low >= -1 && s.gate_low <= s.gate_high && s.gate_high <= 1)) {
     throw Error::invalid_argument(
@@ -208,8 +209,7 @@ EmbeddingMemory from_safetensors(const SafeTensors& st, const std::string& path,
   // Files written before image_weight existed pull images by `weight` too.
   m.settings.image_weight = -1;
   if (st.metadata.count("image_weight")) {
-    m.settings.image_weight =
-        parse_number(st.metadata.at("image_weight"), "image_weight", path);
+    m.settings.image_weight = parse_number(st.metadata.at("image_weight"), "image_weight", path);
   }
   // Files written before the gate existed have no gate settings: they keep working ungated.
   m.settings.gate_low = m.settings.gate_high = -1;

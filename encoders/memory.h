@@ -110,8 +110,8 @@ struct EmbeddingMemory {
 };
 
 // Throws Error::invalid_argument for settings out of range (k < 1, temperature <= 0,
-// weight < 0, image_weight neither -1 nor 0 or more, gate bounds outside -1 <= gate_low <= gate_high <= 1, the same for
-// recall_weight and the recall gate), naming the setting.
+// weight < 0, image_weight neither -1 nor 0 or more, gate bounds outside -1 <= gate_low <=
+// gate_high <= 1, the same for recall_weight and the recall gate), naming the setting.
 void check_memory_settings(const MemorySettings& settings);
 
 // Writes atomically (temporary file + rename). Throws Error::invalid_argument for an

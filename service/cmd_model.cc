@@ -258,13 +258,12 @@ void run_memory(const MemoryCommand& c) {
   const std::string path = (std::filesystem::path(c.model_dir) / "memory.safetensors").string();
   write_memory(path, memory);
   std::printf(
-      "wrote %s: %lld images, %lld texts, %lld pairs (k %d, temperature %g, weight %g, image weight %g, "
-      "gate %g "
-      "to %g, recall weight %g, recall gate %g to %g)\n",
+      "wrote %s: %lld images, %lld texts, %lld pairs (k %d, temperature %g, weight %g, "
+      "image weight %g, gate %g to %g, recall weight %g, recall gate %g to %g)\n",
       path.c_str(), static_cast<long long>(stats.images), static_cast<long long>(stats.texts),
       static_cast<long long>(stats.pairs), settings.k, settings.temperature, settings.weight,
-      settings.image_pull(), settings.gate_low, settings.gate_high, settings.recall_weight, settings.recall_gate_low,
-      settings.recall_gate_high);
+      settings.image_pull(), settings.gate_low, settings.gate_high, settings.recall_weight,
+      settings.recall_gate_low, settings.recall_gate_high);
   if (stats.textless_images) {
     std::printf("%lld image(s) have no text of the chosen kinds and are left out\n",
                 static_cast<long long>(stats.textless_images));
