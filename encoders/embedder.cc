@@ -90,12 +90,13 @@ MemoryTensors memory_tensors(const EmbeddingMemory& m) {
 // e' = normalize(e + gate(top similarity) * weight *
 //                 normalize(softmax(top-k similarity / temperature) . values)
 //                 [+ recall_gate(top similarity) * recall_weight * values[nearest]]),
-// the bracketed term where `recall` is set (images: memory.h).
+// the bracketed term where `recall` is set (images: memory.h). `weight` is the side's own
+// (settings.image_pull() for images, settings.weight for texts).
 // A few rows at a time (a search request), the nearest keys come from `search` instead of a
 // product with every key: the same keys and similarities, a fraction of the memory reads.
 torch::Tensor augment(const torch::Tensor& e, const torch::Tensor& keys,
-                      const torch::Tensor& values, const MemorySettings& s, const KeySearch& search,
-                      const torch::Tensor& recall_values = {}) {
+                      const torch::Tensor& values, const MemorySettings& s, double weight,
+                      const KeySearch& search, const torch::Tensor& recall_values = {}) {
   const bool recall = recall_values.defined();
   constexpr int64_t kChunk = 512;  // bounds the [chunk, n_keys] similarity block
   constexpr int64_t kSmallBatch = 4;
@@ -125,7 +126,7 @@ torch::Tensor augment(const torch::Tensor& e, const torch::Tensor& keys,
     auto rg = recall_gates.accessor<float, 2>();
     bool recalled = false;
     for (int64_t r = 0; r < q.size(0); ++r) {
-      g[r][0] = static_cast<float>(s.weight * memory_gate(s, nearest[r]));
+      g[r][0] = static_cast<float>(weight * memory_gate(s, nearest[r]));
       if (recall) {
         rg[r][0] = static_cast<float>(s.recall_weight * recall_gate(s, nearest[r]));
         recalled = recalled || rg[r][0] > 0;
@@ -233,10 +234,8 @@ std::vector<float> Embedder::embed_pixels(const float* pixels, int64_t n) const 
   torch::Tensor e = nn::encode_images_batched(impl_->model, batch);
   if (impl_->memory) {
     const MemoryTensors& m = *impl_->memory;
-    MemorySettings image_side = m.settings;
-    image_side.weight = m.settings.image_pull();
-    e = augment(e, m.image_keys, m.image_values, image_side, *m.image_search,
-                m.image_recall_values);
+    e = augment(e, m.image_keys, m.image_values, m.settings, m.settings.image_pull(),
+                *m.image_search, m.image_recall_values);
   }
   return nn::to_vector(e);
 }
@@ -262,7 +261,7 @@ std::vector<float> Embedder::embed_token_ids(const std::vector<std::vector<int32
   torch::Tensor e = nn::encode_texts_batched(impl_->model, ids, impl_->tokenizer.pad_id());
   if (impl_->memory && impl_->memory->settings.weight > 0) {  // (recall is for images only)
     const MemoryTensors& m = *impl_->memory;
-    e = augment(e, m.text_keys, m.text_values, m.settings, *m.text_search);
+    e = augment(e, m.text_keys, m.text_values, m.settings, m.settings.weight, *m.text_search);
   }
   return nn::to_vector(e);
 }

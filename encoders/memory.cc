@@ -206,22 +206,18 @@ EmbeddingMemory from_safetensors(const SafeTensors& st, const std::string& path,
   m.settings.temperature =
       parse_number(metadata_value(st, "temperature", path), "temperature", path);
   m.settings.weight = parse_number(metadata_value(st, "weight", path), "weight", path);
-  // Files written before image_weight existed pull images by `weight` too.
-  m.settings.image_weight = -1;
-  if (st.metadata.count("image_weight")) {
-    m.settings.image_weight = parse_number(st.metadata.at("image_weight"), "image_weight", path);
-  }
-  // Files written before the gate existed have no gate settings: they keep working ungated.
+  // Settings added after the format's first files, each at what an older file meant: no gate
+  // (-1, -1), no recall of its own images (recall_weight 0), images pulled by `weight`
+  // (image_weight -1).
   m.settings.gate_low = m.settings.gate_high = -1;
-  for (auto [key, value] : {std::pair{"gate_low", &m.settings.gate_low},
-                            std::pair{"gate_high", &m.settings.gate_high}}) {
-    if (st.metadata.count(key)) *value = parse_number(st.metadata.at(key), key, path);
-  }
-  // Nor did they recognise their own images.
   m.settings.recall_weight = 0;
-  for (auto [key, value] : {std::pair{"recall_weight", &m.settings.recall_weight},
-                            std::pair{"recall_gate_low", &m.settings.recall_gate_low},
-                            std::pair{"recall_gate_high", &m.settings.recall_gate_high}}) {
+  m.settings.image_weight = -1;
+  for (auto [key, value] :
+       {std::pair{"gate_low", &m.settings.gate_low}, std::pair{"gate_high", &m.settings.gate_high},
+        std::pair{"recall_weight", &m.settings.recall_weight},
+        std::pair{"recall_gate_low", &m.settings.recall_gate_low},
+        std::pair{"recall_gate_high", &m.settings.recall_gate_high},
+        std::pair{"image_weight", &m.settings.image_weight}}) {
     if (st.metadata.count(key)) *value = parse_number(st.metadata.at(key), key, path);
   }
   try {
