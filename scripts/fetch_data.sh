@@ -13,7 +13,8 @@
 #            @iconify-json/{game-icons,icon-park,mdi,fa6-solid,tabler,lucide,lucide-lab,
 #            streamline-color,emojione,fxemoji,streamline-emojis,noto-v1}
 #            (versions below)                                          (npm pack + tar xzf)
-#   SVGs are rendered to PNG with rsvg-convert (Debian librsvg2-bin).
+#   SVGs are rendered to PNG with librsvg: in process through Debian's gir1.2-rsvg-2.0 and
+#   python3-gi-cairo where installed (scripts/setup.sh), else with rsvg-convert (librsvg2-bin).
 #
 # Idempotent: each package is unpacked into a temp folder, renamed into place and only then
 # marked complete (data/cache/<name>/.complete); a complete package is never downloaded

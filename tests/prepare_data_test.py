@@ -585,6 +585,70 @@ class RenderTest(unittest.TestCase):
             self.assertEqual(sorted(os.listdir(tmp)), ["x"])  # no temp file left
 
 
+@unittest.skipUnless(render.Rsvg is not None and __import__("shutil").which("rsvg-convert"),
+                     "needs librsvg's Python bindings and rsvg-convert")
+class InProcessRenderTest(unittest.TestCase):
+    # A gradient, a stroke and a blur besides a flat fill: more of librsvg than flat shapes.
+    SHAPES = ('<defs><linearGradient id="g"><stop offset="0" stop-color="#fc0"/>'
+              '<stop offset="1" stop-color="#06c"/></linearGradient>'
+              '<filter id="b"><feGaussianBlur stdDeviation="1.7"/></filter></defs>'
+              '<rect x="3" y="2" width="40" height="30" fill="url(#g)"/>'
+              '<circle cx="30" cy="25" r="17" fill="none" stroke="#036" stroke-width="2.5"/>'
+              '<ellipse cx="20" cy="20" rx="9" ry="6" fill="#c00" filter="url(#b)"/>')
+
+    def both(self, tmp, svg, size):
+        """(in-process bytes, rsvg-convert bytes) for one SVG (text or path)."""
+        a, b = os.path.join(tmp, "a.png"), os.path.join(tmp, "b.png")
+        self.assertIsNone(render.render_in_process(svg, a, size))
+        self.assertIsNone(render.render_one(render.rsvg_convert(), svg, b, size))
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            return fa.read(), fb.read()
+
+    def test_same_bytes_as_rsvg_convert(self):
+        # The sizes a cache meets: odd fractional sizes (the scale leaves a fractional side),
+        # a viewBox with width and height left at 100%, physical units, an icon document.
+        docs = {
+            "fractional": '<svg xmlns="http://www.w3.org/2000/svg" width="60.1" height="69.211">%s</svg>',
+            "viewbox only": '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 72 36">%s</svg>',
+            "centimetres": '<svg xmlns="http://www.w3.org/2000/svg" width="2cm" height="1.5cm" '
+                           'viewBox="0 0 50 40">%s</svg>',
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            for what, doc in docs.items():
+                for size in (72, 128):
+                    with self.subTest(what=what, size=size):
+                        ours, theirs = self.both(tmp, doc % self.SHAPES, size)
+                        self.assertEqual(ours[:8], PNG_SIGNATURE)
+                        self.assertEqual(ours, theirs)
+            path = os.path.join(tmp, "file.svg")  # a path, not the document
+            with open(path, "w") as f:
+                f.write(docs["fractional"] % self.SHAPES)
+            ours, theirs = self.both(tmp, path, 128)
+            self.assertEqual(ours, theirs)
+            icon = icons.svg_document({"body": '<path fill="currentColor" d="M2 2h20v9H2z"/>',
+                                       "width": 24, "height": 12}, 24, 24, size=64)
+            ours, theirs = self.both(tmp, icon, 64)
+            self.assertEqual(ours, theirs)
+
+    def test_sizes_not_in_pixels_go_to_rsvg_convert(self):
+        svg = '<svg xmlns="http://www.w3.org/2000/svg" width="50%%" height="40">%s</svg>' % self.SHAPES
+        with tempfile.TemporaryDirectory() as tmp:
+            png = os.path.join(tmp, "p.png")
+            with self.assertRaises(render.NotInPixels):
+                render.render_in_process(svg, png, 32)
+            self.assertFalse(os.path.exists(png))
+            self.assertEqual(render.render_all([(svg, png)], 32, log=quiet), {})
+            with open(png, "rb") as f:
+                self.assertEqual(f.read(8), PNG_SIGNATURE)
+
+    def test_broken_svg_is_an_error_not_a_file(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            png = os.path.join(tmp, "p.png")
+            err = render.render_in_process("<svg><rect", png, 32)
+            self.assertIn("librsvg cannot load it", err)
+            self.assertEqual(os.listdir(tmp), [])
+
+
 class EmojiStylesTest(unittest.TestCase):
     def test_name_matching(self):
         k = emoji_styles.name_key
