@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -248,6 +249,41 @@ TEST_F(TokenizerTest, EncodeBatchPadsToLongest) {
   EXPECT_EQ(empty.batch_size(), 0);
   EXPECT_EQ(empty.max_len, 0);
   EXPECT_TRUE(empty.ids.empty());
+}
+
+TEST_F(TokenizerTest, NBestSegmentationsStartWithEncodeAndSpellTheSameText) {
+  for (const char* text : {"the quick brown fox jumps over the lazy dog.", "a happy dog"}) {
+    const auto all = tok().encode_nbest(text, 8);
+    ASSERT_GE(all.size(), 2u) << text;  // words of several pieces can be cut more than one way
+    ASSERT_LE(all.size(), 8u);
+    EXPECT_EQ(all.front(), tok().encode(text));
+    std::set<std::vector<int32_t>> distinct(all.begin(), all.end());
+    EXPECT_EQ(distinct.size(), all.size()) << "a segmentation came twice for " << text;
+    for (const auto& ids : all) {
+      EXPECT_EQ(ids.front(), tok().bos_id());
+      EXPECT_EQ(ids.back(), tok().eos_id());
+      EXPECT_EQ(tok().decode(ids), tok().decode(all.front())) << text;
+    }
+  }
+  EXPECT_EQ(tok().encode_nbest("a happy dog", 1),
+            std::vector<std::vector<int32_t>>{tok().encode("a happy dog")});
+  const std::vector<int32_t> framed_empty = {tok().bos_id(), tok().eos_id()};
+  EXPECT_EQ(tok().encode_nbest("", 4), std::vector<std::vector<int32_t>>{framed_empty});
+  expect_error([&] { tok().encode_nbest("x", 0); }, ErrorKind::kInvalidArgument, "n must be");
+  EXPECT_TRUE(tok().has_nbest());
+}
+
+TEST_F(TokenizerTest, AWordModelHasOneSegmentation) {
+  TokenizerTrainOptions options;
+  options.corpus_path = corpus_path().string();
+  options.vocab_size = 200;
+  options.model_type = "word";
+  options.out_path = (*dir_ / "word.model").string();
+  train_tokenizer(options);
+  const Tokenizer words = Tokenizer::load(options.out_path);
+  EXPECT_FALSE(words.has_nbest());
+  EXPECT_EQ(words.encode_nbest("a happy dog", 8),
+            std::vector<std::vector<int32_t>>{words.encode("a happy dog")});
 }
 
 TEST_F(TokenizerTest, DecodeRejectsIdsOutsideVocabulary) {

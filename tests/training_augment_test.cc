@@ -135,6 +135,22 @@ TEST(CaptionAugment, ConfigReadsWritesAndRejectsABadRate) {
       mms::parse_train_config(mms::train_config_to_json(on), "round trip", {});
   EXPECT_FLOAT_EQ(back.augment.keyword_drop, 0.25f);
   EXPECT_TRUE(back.augment.keyword_shuffle);
+  const mms::TrainConfig sampled =
+      mms::parse_train_config(base, "cfg", {"augment.subword_nbest=8", "augment.subword_prob=0.3"});
+  const mms::TrainConfig sampled_back =
+      mms::parse_train_config(mms::train_config_to_json(sampled), "round trip", {});
+  EXPECT_EQ(sampled_back.augment.subword_nbest, 8);
+  EXPECT_FLOAT_EQ(sampled_back.augment.subword_prob, 0.3f);
+  for (const char* bad : {"augment.subword_nbest=0", "augment.subword_nbest=65",
+                          "augment.subword_prob=1", "augment.subword_prob=-0.5"}) {
+    const std::string key = std::string(bad).substr(0, std::string(bad).find('='));
+    try {
+      mms::parse_train_config(base, "cfg", {bad});
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const mms::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  }
   for (const char* bad : {"augment.keyword_drop=1", "augment.keyword_drop=-0.1"}) {
     try {
       mms::parse_train_config(base, "cfg", {bad});

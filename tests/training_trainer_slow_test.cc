@@ -168,6 +168,43 @@ TEST_F(TrainerTest, AResumedRunEndsWithTheSameWeightsAsAnUninterruptedOne) {
   expect_same_weights(a, b);
 }
 
+TEST_F(TrainerTest, SubwordSamplingChangesTheTextsAndStaysDeterministicWhenResumed) {
+  config_.epochs = 2;
+  config_.augment.subword_nbest = 8;
+  config_.augment.subword_prob = 0.5f;
+  mms::TrainOptions refused;
+  refused.out_dir = (dir_ / "refused").string();
+  refused.quiet = true;
+  try {  // the fixture's word tokenizer cuts a text one way only
+    mms::train_model(config_, refused);
+    ADD_FAILURE() << "subword sampling with a word tokenizer was accepted";
+  } catch (const mms::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unigram"), std::string::npos) << e.what();
+  }
+
+  mms::TokenizerTrainOptions unigram;  // the same corpus, cut into pieces of words
+  unigram.corpus_path = (dir_ / "corpus.txt").string();
+  unigram.vocab_size = 36;
+  unigram.character_coverage = 1.0;
+  unigram.out_path = (dir_ / "unigram.model").string();
+  mms::train_tokenizer(unigram);
+  config_.tokenizer = unigram.out_path;
+  config_.model.text.vocab_size = mms::Tokenizer::load(unigram.out_path).vocab_size();
+  config_.augment.subword_nbest = 1;
+  mms::TrainOptions plain;
+  plain.out_dir = (dir_ / "plain").string();
+  plain.quiet = true;
+  mms::train_model(config_, plain);
+
+  config_.augment.subword_nbest = 8;
+  train_straight_and_resumed();
+  auto a = load_last_checkpoint(dir_ / "straight");
+  auto b = load_last_checkpoint(dir_ / "resumed");
+  expect_same_weights(a, b);  // each draw is a function of its place in the run alone
+  auto p = load_last_checkpoint(dir_ / "plain");
+  EXPECT_GT(max_weight_difference(a, p), 1e-4) << "the sampled segmentations changed nothing";
+}
+
 TEST_F(TrainerTest, AResumedRunKeepsTheSameWeightAverage) {
   config_.epochs = 2;
   config_.ema_decay = 0.9;

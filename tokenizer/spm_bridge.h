@@ -33,9 +33,12 @@ struct Bridge {
   Status (*decode)(const void* processor, const std::vector<int>& ids, std::string* text);
   Status (*train)(const std::unordered_map<std::string, std::string>& args,
                   std::string* model_bytes);
+  // The nbest most likely segmentations, the best first (SentencePiece's NBestEncode).
+  Status (*nbest_encode)(const void* processor, std::string_view text, int nbest,
+                         std::vector<std::vector<int>>* ids);
 };
 
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 
 // Loads the plugin once (thread-safe) and returns its table. Throws Error::internal naming
 // the plugin path when it cannot be loaded.

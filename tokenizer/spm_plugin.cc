@@ -40,6 +40,9 @@ const mms::spm::Bridge kBridge = {
     [](const std::unordered_map<std::string, std::string>& args, std::string* model_bytes) {
       return from(sentencepiece::SentencePieceTrainer::Train(args, nullptr, model_bytes));
     },
+    [](const void* p, std::string_view text, int nbest, std::vector<std::vector<int>>* ids) {
+      return from(sp(p).NBestEncode(text, nbest, ids));
+    },
 };
 
 }  // namespace

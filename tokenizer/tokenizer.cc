@@ -38,6 +38,10 @@ class Processor {
   spm::Status decode(const std::vector<int>& ids, std::string* text) const {
     return spm::bridge().decode(handle_, ids, text);
   }
+  spm::Status nbest_encode(std::string_view text, int nbest,
+                           std::vector<std::vector<int>>* ids) const {
+    return spm::bridge().nbest_encode(handle_, text, nbest, ids);
+  }
 
  private:
   void* handle_;
@@ -50,6 +54,7 @@ struct Tokenizer::Impl {
   int32_t unk_id = -1;
   int32_t bos_id = -1;
   int32_t eos_id = -1;
+  bool has_nbest = false;  // a unigram model: others have one segmentation of a text
 
   // `what` names the model's origin in messages, e.g. "tokenizer model 'a/b.model'".
   static std::unique_ptr<Impl> parse(std::string_view bytes, const std::string& what);
@@ -69,6 +74,8 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::parse(std::string_view bytes,
   impl->unk_id = impl->processor.special_id(1);
   impl->bos_id = impl->processor.special_id(2);
   impl->eos_id = impl->processor.special_id(3);
+  std::vector<std::vector<int>> probe;  // SentencePiece refuses n-best to non-unigram models
+  impl->has_nbest = impl->processor.nbest_encode("a", 2, &probe).ok();
   // Batching and the encoders' attention masks need all four special pieces.
   const std::pair<const char*, int32_t> specials[] = {{"<pad>", impl->pad_id},
                                                       {"<unk>", impl->unk_id},
@@ -108,20 +115,46 @@ Tokenizer Tokenizer::load_from_bytes(std::string_view model_bytes) {
       model_bytes, "tokenizer model bytes (" + std::to_string(model_bytes.size()) + " bytes)"));
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
-  assert(impl_ && "use of a moved-from Tokenizer");
-  std::vector<int> pieces;
-  const auto status = impl_->processor.encode(text, &pieces);
+namespace {
+
+void check_encoded(const spm::Status& status, std::string_view text) {
   if (!status.ok()) {
     throw Error::internal("SentencePiece failed to encode a text of " +
                           std::to_string(text.size()) + " bytes: " + status.message);
   }
+}
+
+std::vector<int32_t> framed(const std::vector<int>& pieces, int32_t bos, int32_t eos) {
   std::vector<int32_t> ids;
   ids.reserve(pieces.size() + 2);
-  ids.push_back(impl_->bos_id);
+  ids.push_back(bos);
   ids.insert(ids.end(), pieces.begin(), pieces.end());
-  ids.push_back(impl_->eos_id);
+  ids.push_back(eos);
   return ids;
+}
+
+}  // namespace
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  assert(impl_ && "use of a moved-from Tokenizer");
+  std::vector<int> pieces;
+  check_encoded(impl_->processor.encode(text, &pieces), text);
+  return framed(pieces, impl_->bos_id, impl_->eos_id);
+}
+
+std::vector<std::vector<int32_t>> Tokenizer::encode_nbest(std::string_view text, int32_t n) const {
+  assert(impl_ && "use of a moved-from Tokenizer");
+  if (n < 1)
+    throw Error::invalid_argument("encode_nbest: n must be >= 1, not " + std::to_string(n));
+  if (!impl_->has_nbest) return {encode(text)};
+  std::vector<std::vector<int>> segmentations;
+  check_encoded(impl_->processor.nbest_encode(text, n, &segmentations), text);
+  std::vector<std::vector<int32_t>> out;
+  out.reserve(segmentations.size());
+  for (const auto& pieces : segmentations)
+    out.push_back(framed(pieces, impl_->bos_id, impl_->eos_id));
+  if (out.empty()) out.push_back(encode(text));  // SentencePiece gives none for an empty text
+  return out;
 }
 
 TokenBatch Tokenizer::encode_batch(const std::vector<std::string>& texts) const {
@@ -162,6 +195,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   }
   return text;
 }
+
+bool Tokenizer::has_nbest() const { return impl_->has_nbest; }
 
 int32_t Tokenizer::vocab_size() const {
   return impl_->vocab_size;

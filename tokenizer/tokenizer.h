@@ -49,6 +49,17 @@ class Tokenizer {
   // read as U+FFFD and becomes UNK; characters the model never saw also become UNK.
   std::vector<int32_t> encode(std::string_view text) const;
 
+  // Up to n segmentations of `text`, the most likely first (that one is encode(text)), each
+  // framed as encode's. Every one decodes to the same text: they differ only in how the
+  // words are cut into pieces ("apple" as one piece, or "app" + "le"). Training draws from
+  // them (augment.subword_nbest) so the text tower learns words from their pieces too, which
+  // is all it has for a word no training caption holds. A model other than unigram (bpe,
+  // word, char) cuts a text one way only: {encode(text)}. Throws Error::invalid_argument for
+  // n < 1.
+  std::vector<std::vector<int32_t>> encode_nbest(std::string_view text, int32_t n) const;
+  // Whether encode_nbest can give more than one segmentation (a unigram model).
+  bool has_nbest() const;
+
   // encode() of each text, padded with PAD to the longest; see TokenBatch for the layout.
   TokenBatch encode_batch(const std::vector<std::string>& texts) const;
 

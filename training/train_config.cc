@@ -121,10 +121,11 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
     }
     if (j.contains("augment")) {
       const json& a = j.at("augment");
-      reject_unknown(a,
-                     {"crop_scale_min", "crop_ratio", "jitter", "hflip", "keyword_drop",
-                      "keyword_shuffle", "views", "view_two_keywords", "view_templates"},
-                     "augment.", name);
+      reject_unknown(
+          a,
+          {"crop_scale_min", "crop_ratio", "jitter", "hflip", "keyword_drop", "keyword_shuffle",
+           "views", "view_two_keywords", "view_templates", "subword_nbest", "subword_prob"},
+          "augment.", name);
       read(a, "crop_scale_min", c.augment.crop_scale_min);
       read(a, "crop_ratio", c.augment.crop_ratio);
       read(a, "jitter", c.augment.jitter);
@@ -133,6 +134,8 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
       read(a, "keyword_shuffle", c.augment.keyword_shuffle);
       read(a, "view_two_keywords", c.augment.view_two_keywords);
       read(a, "view_templates", c.augment.view_templates);
+      read(a, "subword_nbest", c.augment.subword_nbest);
+      read(a, "subword_prob", c.augment.subword_prob);
       if (a.contains("views")) {
         const json& v = a.at("views");
         reject_unknown(v, {"caption", "title", "keywords", "names"}, "augment.views.", name);
@@ -158,6 +161,11 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   require_unit_interval(c.augment.keyword_drop, "augment.keyword_drop", name);
   require_unit_interval(c.ema_decay, "train.ema_decay", name);
   require_unit_interval(c.augment.view_two_keywords, "augment.view_two_keywords", name);
+  require_unit_interval(c.augment.subword_prob, "augment.subword_prob", name);
+  if (c.augment.subword_nbest < 1 || c.augment.subword_nbest > 64) {
+    throw Error::invalid_argument("train config '" + name +
+                                  "': augment.subword_nbest must be in [1, 64]");
+  }
   const AugmentConfig& a = c.augment;
   if (!(a.view_caption >= 0 && a.view_title >= 0 && a.view_keywords >= 0 && a.view_names >= 0) ||
       !(a.view_caption + a.view_title + a.view_keywords + a.view_names > 0)) {
@@ -230,7 +238,9 @@ std::string train_config_to_json(const TrainConfig& c) {
           {"keywords", c.augment.view_keywords},
           {"names", c.augment.view_names}}},
         {"view_two_keywords", c.augment.view_two_keywords},
-        {"view_templates", c.augment.view_templates}}},
+        {"view_templates", c.augment.view_templates},
+        {"subword_nbest", c.augment.subword_nbest},
+        {"subword_prob", c.augment.subword_prob}}},
   };
   return j.dump(2) + "\n";
 }

@@ -41,6 +41,11 @@ struct AugmentConfig {
   // "an {}" before a vowel.
   std::vector<std::string> view_templates = {"{}", "a {}", "a picture of a {}",
                                              "a drawing of a {}", "an image of a {}"};
+  // Subword sampling: with probability subword_prob a training text (caption or view) is cut
+  // into pieces by one of its 2nd to subword_nbest-th most likely segmentations instead of
+  // the best (Tokenizer::encode_nbest). Off at subword_nbest 1 or subword_prob 0.
+  int32_t subword_nbest = 1;
+  float subword_prob = 0.0f;
 };
 
 struct TrainConfig {

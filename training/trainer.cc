@@ -130,6 +130,15 @@ Data load_data(const TrainConfig& config, int32_t threads, bool talk) {
   return data;
 }
 
+// One of the 2nd and later segmentations of encode_nbest's list, uniformly; the only one where
+// the text has a single segmentation.
+std::vector<int32_t> draw_segmentation(std::vector<std::vector<int32_t>> segmentations,
+                                       std::mt19937_64& rng) {
+  if (segmentations.size() == 1) return std::move(segmentations.front());
+  std::uniform_int_distribution<size_t> pick(1, segmentations.size() - 1);
+  return std::move(segmentations[pick(rng)]);
+}
+
 // Builds batches on a background thread, a few ahead of the trainer, in order. Of global batch
 // b, rank r of `world` builds rows [r * n, (r + 1) * n), n = batch_size / world: every row's
 // generator is seeded by its global position, so a row's crop and caption view do not depend on
@@ -221,10 +230,10 @@ class Loader {
     auto mine = [&](const std::vector<CaptionView>& all) {
       return std::vector<CaptionView>(all.begin() + first, all.begin() + first + rows);
     };
-    std::tie(batch.ids, batch.lengths) = token_batch(mine(views));
+    std::tie(batch.ids, batch.lengths) = token_batch(mine(views), b, first, 0);
     if (two_texts) {
       // The loss's texts are the n captions, then the n views.
-      std::tie(batch.view_ids, batch.view_lengths) = token_batch(mine(second));
+      std::tie(batch.view_ids, batch.view_lengths) = token_batch(mine(second), b, first, 1);
       views.insert(views.end(), second.begin(), second.end());
     }
     std::vector<uint8_t> pairs = true_pairs(samples, config_.label_positives, &views);
@@ -234,13 +243,27 @@ class Loader {
   }
 
   // Token ids of the texts, padded to the longest (cut at train.max_train_tokens), and their
-  // lengths.
-  std::pair<torch::Tensor, torch::Tensor> token_batch(const std::vector<CaptionView>& texts) {
+  // lengths. Row i is the batch's global row first + i; `which` tells captions (0) from views
+  // (1), so that each text's subword draw has its own generator, seeded by its place alone.
+  std::pair<torch::Tensor, torch::Tensor> token_batch(const std::vector<CaptionView>& texts,
+                                                      int64_t b, int64_t first, uint64_t which) {
     const int64_t n = static_cast<int64_t>(texts.size());
     std::vector<std::vector<int32_t>> ids(texts.size());
     size_t width = 0;
+    const AugmentConfig& a = config_.augment;
+    const bool sample = a.subword_nbest > 1 && a.subword_prob > 0;
     for (int64_t i = 0; i < n; ++i) {
-      ids[i] = tokenizer_.encode(texts[i].text);
+      if (sample) {
+        std::mt19937_64 rng((config_.seed ^ 0x9e3779b97f4a7c15ULL) * 1000003ULL +
+                            static_cast<uint64_t>(b) * 8191ULL +
+                            static_cast<uint64_t>(first + i) * 2ULL + which);
+        ids[i] =
+            std::bernoulli_distribution(a.subword_prob)(rng)
+                ? draw_segmentation(tokenizer_.encode_nbest(texts[i].text, a.subword_nbest), rng)
+                : tokenizer_.encode(texts[i].text);
+      } else {
+        ids[i] = tokenizer_.encode(texts[i].text);
+      }
       if (config_.max_train_tokens > 2 && ids[i].size() > size_t(config_.max_train_tokens)) {
         ids[i].resize(config_.max_train_tokens);
         ids[i].back() = tokenizer_.eos_id();
@@ -540,6 +563,10 @@ TrainResult train_ranked(const TrainConfig& config, const TrainOptions& options,
   }
 
   const Tokenizer tokenizer = Tokenizer::load(config.tokenizer);
+  if (config.augment.subword_nbest > 1 && config.augment.subword_prob > 0 && !tokenizer.has_nbest()) {
+    throw Error::invalid_argument("augment.subword_nbest needs a unigram tokenizer; '" +
+                                  config.tokenizer + "' cuts a text one way only");
+  }
   if (tokenizer.vocab_size() != config.model.text.vocab_size) {
     throw Error::mismatch(
         "tokenizer '" + config.tokenizer + "' has " + std::to_string(tokenizer.vocab_size()) +
