@@ -18,7 +18,8 @@ packages=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libcpp-httplib-dev libboost-dev libsqlite3-dev sqlite3
   nlohmann-json3-dev libcli11-dev libspdlog-dev libgtest-dev
-  python3 curl chromium librsvg2-bin gir1.2-rsvg-2.0 python3-gi-cairo  # SVG rendering (render.py)
+  python3 curl chromium
+  librsvg2-bin gir1.2-rsvg-2.0 python3-gi-cairo  # SVG rendering (scripts/data_prep/render.py)
   python3-torch python3-numpy python3-opencv python3-sentencepiece python3-faiss
   python3-flask gunicorn
   clang-14 libfuzzer-14-dev libomp-14-dev  # scripts/fuzz.sh: clang, libFuzzer, clang's OpenMP
