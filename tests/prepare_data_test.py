@@ -584,6 +584,21 @@ class RenderTest(unittest.TestCase):
                 self.assertEqual(f.read(8), PNG_SIGNATURE)
             self.assertEqual(sorted(os.listdir(tmp)), ["x"])  # no temp file left
 
+    @unittest.skipUnless(__import__("shutil").which("rsvg-convert"), "rsvg-convert not installed")
+    def test_without_the_bindings_rsvg_convert_renders(self):
+        svg = icons.svg_document({"body": '<path fill="currentColor" d="M0 0h24v24z"/>'}, 24, 24)
+        saved, render.Rsvg = render.Rsvg, None
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                png = os.path.join(tmp, "p.png")
+                logged = []
+                self.assertEqual(render.render_all([(svg, png)], 16, log=logged.append), {})
+                self.assertIn("with rsvg-convert", " ".join(logged))
+                with open(png, "rb") as f:
+                    self.assertEqual(f.read(8), PNG_SIGNATURE)
+        finally:
+            render.Rsvg = saved
+
 
 @unittest.skipUnless(render.Rsvg is not None and __import__("shutil").which("rsvg-convert"),
                      "needs librsvg's Python bindings and rsvg-convert")
