@@ -46,6 +46,7 @@ struct AugmentConfig {
   // the best (Tokenizer::encode_nbest). Off at subword_nbest 1 or subword_prob 0.
   int32_t subword_nbest = 1;
   float subword_prob = 0.0f;
+  bool subword_sampling() const { return subword_nbest > 1 && subword_prob > 0; }
 };
 
 struct TrainConfig {

@@ -251,9 +251,8 @@ class Loader {
     std::vector<std::vector<int32_t>> ids(texts.size());
     size_t width = 0;
     const AugmentConfig& a = config_.augment;
-    const bool sample = a.subword_nbest > 1 && a.subword_prob > 0;
     for (int64_t i = 0; i < n; ++i) {
-      if (sample) {
+      if (a.subword_sampling()) {
         std::mt19937_64 rng((config_.seed ^ 0x9e3779b97f4a7c15ULL) * 1000003ULL +
                             static_cast<uint64_t>(b) * 8191ULL +
                             static_cast<uint64_t>(first + i) * 2ULL + which);
@@ -563,7 +562,7 @@ TrainResult train_ranked(const TrainConfig& config, const TrainOptions& options,
   }
 
   const Tokenizer tokenizer = Tokenizer::load(config.tokenizer);
-  if (config.augment.subword_nbest > 1 && config.augment.subword_prob > 0 && !tokenizer.has_nbest()) {
+  if (config.augment.subword_sampling() && !tokenizer.has_nbest()) {
     throw Error::invalid_argument("augment.subword_nbest needs a unigram tokenizer; '" +
                                   config.tokenizer + "' cuts a text one way only");
   }

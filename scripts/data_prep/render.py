@@ -17,6 +17,7 @@ over white).
 """
 
 import concurrent.futures
+import contextlib
 import math
 import os
 import shutil
@@ -53,27 +54,37 @@ def svg_text(svg):
     return svg.encode("utf-8") if svg.lstrip().startswith("<") else None
 
 
-def render_one(exe, svg, png, size):
-    """svg: a path, or the SVG document as bytes/str (fed on stdin). Returns None or an error."""
+@contextlib.contextmanager
+def temp_beside(png):
+    """A temp path beside png (its folder made) for the caller to fill and os.replace onto
+    png; whatever is left at it when the block ends is removed. No fsync: a PNG is cheap to
+    render again, and the rename alone keeps a half-written one from counting."""
     os.makedirs(os.path.dirname(png), exist_ok=True)
     tmp = "%s.tmp.%d.png" % (png, os.getpid())
-    cmd = [exe, "-w", str(size), "-h", str(size), "--keep-aspect-ratio", "-o", tmp]
-    data = svg_text(svg)
-    if data is None:
-        cmd.append(svg)
     try:
-        proc = subprocess.run(cmd, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              timeout=60)
+        yield tmp
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def render_one(exe, svg, png, size):
+    """svg: a path, or the SVG document as bytes/str (fed on stdin). Returns None or an error."""
+    data = svg_text(svg)
+    with temp_beside(png) as tmp:
+        cmd = [exe, "-w", str(size), "-h", str(size), "--keep-aspect-ratio", "-o", tmp]
+        if data is None:
+            cmd.append(svg)
+        try:
+            proc = subprocess.run(cmd, input=data, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, timeout=60)
+        except subprocess.TimeoutExpired:
+            return "rsvg-convert timed out"
         if proc.returncode != 0 or not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
             return "rsvg-convert failed (%d): %s" % (proc.returncode,
                                                      proc.stderr.decode("utf-8", "replace").strip()[:200])
         os.replace(tmp, png)
         return None
-    except subprocess.TimeoutExpired:
-        return "rsvg-convert timed out"
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class NotInPixels(Exception):
@@ -117,14 +128,9 @@ def render_in_process(svg, png, size):
             return "librsvg could not render it"
     except GLib.Error as e:
         return "librsvg could not render it: %s" % e.message[:200]
-    os.makedirs(os.path.dirname(png), exist_ok=True)
-    tmp = "%s.tmp.%d.png" % (png, os.getpid())
-    try:
+    with temp_beside(png) as tmp:
         surface.write_to_png(tmp)
         os.replace(tmp, png)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return None
 
 
