@@ -67,7 +67,11 @@ def read_memory(path):
         start, end = t["data_offsets"]
         return np.frombuffer(data[8 + n + start:8 + n + end], dtype=dtype).reshape(t["shape"])
 
-    settings = {k: float(v) for k, v in header["__metadata__"].items() if k != "format"}
+    # What a file written before a setting existed means (encoders/memory.cc): no gate, no
+    # recall, images pulled by `weight`.
+    settings = {"gate_low": -1, "gate_high": -1, "recall_weight": 0, "recall_gate_low": 0.999,
+                "recall_gate_high": 0.9999, "image_weight": -1}
+    settings.update({k: float(v) for k, v in header["__metadata__"].items() if k != "format"})
     return (tensor("image_keys", np.float16).astype(np.float32),
             tensor("text_keys", np.float16).astype(np.float32),
             tensor("pairs", np.int32).astype(np.int64), settings)
@@ -138,7 +142,7 @@ def main():
     np.add.at(text_values, pairs[:, 1], image_keys[pairs[:, 0]])
     text_values = unit(text_values)
     recall_values = unit(image_values + image_keys.mean(0) - text_keys.mean(0))
-    image_weight = m["image_weight"] if m.get("image_weight", -1) >= 0 else m["weight"]
+    image_weight = m["image_weight"] if m["image_weight"] >= 0 else m["weight"]
     img_mem, recall = augment(raw, image_keys, image_values, m, image_weight, recall_values)
     q_mem, _ = augment(q_raw, text_keys, text_values, m, m["weight"])
     known = recall > 0
