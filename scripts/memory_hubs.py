@@ -14,9 +14,9 @@ over the whole collection and over the validation images alone:
   hybrid d   recognised images scored in the memory's space minus d, the others in the
              encoders' own space against the encoders' own query embedding
 
-It reimplements the memory's arithmetic in numpy from memory.safetensors and the encoders'
-own embeddings (`mmsearch embed --no-memory`), so its figures approximate `mmsearch eval
---queries` (queries: "a {kw}", "{kw}", "a picture of {kw}" for keywords with at least 8
+It applies the memory with scripts/python/mmsearch_model.py's Memory (the PyTorch reference,
+which agrees with `mmsearch`) to the encoders' own embeddings (`mmsearch embed
+--no-memory`), so its figures approximate `mmsearch eval --queries` (queries: "a {kw}", "{kw}", "a picture of {kw}" for keywords with at least 8
 images in the collection and 2 in the split; relevant: the keyword among the image's
 keywords, not its title words). Use it to rank ideas, not to report the model's figures.
 
@@ -27,11 +27,14 @@ import argparse
 import collections
 import json
 import os
-import struct
 import subprocess
 import sys
 
 import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"))
+import mmsearch_model  # noqa: E402  (the memory in PyTorch, checked against mmsearch's)
 
 IMAGE_BATCH = 400  # images per `mmsearch embed` call (bounds the command line)
 
@@ -55,53 +58,6 @@ def embed(mmsearch, model, flag, items):
             out.append(None)  # `embed` stops at the first image it cannot load: skip it
             i += 1
     return out
-
-
-def read_memory(path):
-    data = open(path, "rb").read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-
-    def tensor(name, dtype):
-        t = header[name]
-        start, end = t["data_offsets"]
-        return np.frombuffer(data[8 + n + start:8 + n + end], dtype=dtype).reshape(t["shape"])
-
-    # What a file written before a setting existed means (encoders/memory.cc): no gate, no
-    # recall, images pulled by `weight`.
-    settings = {"gate_low": -1, "gate_high": -1, "recall_weight": 0, "recall_gate_low": 0.999,
-                "recall_gate_high": 0.9999, "image_weight": -1}
-    settings.update({k: float(v) for k, v in header["__metadata__"].items() if k != "format"})
-    return (tensor("image_keys", np.float16).astype(np.float32),
-            tensor("text_keys", np.float16).astype(np.float32),
-            tensor("pairs", np.int32).astype(np.int64), settings)
-
-
-def unit(x):
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def gate(low, high, s):
-    if high <= low:
-        return (s >= high).astype(np.float32)
-    return np.clip((s - low) / (high - low), 0, 1)
-
-
-def augment(e, keys, values, m, weight, recall_values=None):
-    """The memory's move of embeddings e (encoders/embedder.cc's augment). Also returns each
-    row's recall gate (0: not recognised)."""
-    sim = e @ keys.T
-    idx = np.argsort(-sim, 1)[:, :int(m["k"])]
-    s = np.take_along_axis(sim, idx, 1)
-    w = np.exp((s - s[:, :1]) / m["temperature"])
-    w /= w.sum(1, keepdims=True)
-    mixed = unit((w[:, :, None] * values[idx]).sum(1))
-    moved = e + weight * gate(m["gate_low"], m["gate_high"], s[:, 0])[:, None] * mixed
-    recall = np.zeros(len(e), np.float32)
-    if recall_values is not None:
-        recall = m["recall_weight"] * gate(m["recall_gate_low"], m["recall_gate_high"], s[:, 0])
-        moved = moved + recall[:, None] * recall_values[idx[:, 0]]
-    return unit(moved), recall
 
 
 def precision_at_10(scores, relevant):
@@ -134,18 +90,14 @@ def main():
     relevant = np.array([[k in s for s in kws] for k in words] * 3)
     q_raw = np.array(embed(a.mmsearch, a.model, "--text", queries), np.float32)
 
-    image_keys, text_keys, pairs, m = read_memory(os.path.join(a.model, "memory.safetensors"))
-    image_values = np.zeros_like(image_keys)
-    np.add.at(image_values, pairs[:, 0], text_keys[pairs[:, 1]])
-    image_values = unit(image_values)
-    text_values = np.zeros_like(text_keys)
-    np.add.at(text_values, pairs[:, 1], image_keys[pairs[:, 0]])
-    text_values = unit(text_values)
-    recall_values = unit(image_values + image_keys.mean(0) - text_keys.mean(0))
-    image_weight = m["image_weight"] if m["image_weight"] >= 0 else m["weight"]
-    img_mem, recall = augment(raw, image_keys, image_values, m, image_weight, recall_values)
-    q_mem, _ = augment(q_raw, text_keys, text_values, m, m["weight"])
-    known = recall > 0
+    memory = mmsearch_model.Memory(os.path.join(a.model, "memory.safetensors"), raw.shape[1])
+    img_mem = memory.augment_images(torch.from_numpy(raw)).numpy()
+    q_mem = memory.augment_texts(torch.from_numpy(q_raw)).numpy()
+    # Recognised: the nearest memory image within the recall gate (what moves it toward its
+    # look-alike's texts).
+    nearest = (torch.from_numpy(raw) @ memory.image_keys.t()).max(1).values
+    known = np.array([memory.recall_weight * memory.linear_gate(
+        memory.recall_gate_low, memory.recall_gate_high, float(x)) > 0 for x in nearest])
 
     print(f"{a.manifest}: {len(rows)} images, {len(words)} keywords x 3 templates")
     for name in ("train", "val", "test"):
