@@ -40,23 +40,22 @@ IMAGE_BATCH = 400  # images per `mmsearch embed` call (bounds the command line)
 
 
 def embed(mmsearch, model, flag, items):
-    """Embeddings of items (image paths or texts); None for an image that cannot be loaded."""
+    """Embeddings of items (image paths or texts); None for an image that cannot be loaded
+    (`mmsearch embed` tells it on stderr, leaves it out and exits 1)."""
     out = []
-    i = 0
-    while i < len(items):
+    for i in range(0, len(items), IMAGE_BATCH):
         chunk = items[i:i + IMAGE_BATCH]
         args = [mmsearch, "embed", "--model", model, "--no-memory"]
         for x in chunk:
             args += [flag, x]
         run = subprocess.run(args, capture_output=True, text=True)
-        rows = [json.loads(l)["embedding"] for l in run.stdout.splitlines() if l.startswith("{")]
-        out += rows
-        i += len(rows)
-        if run.returncode != 0:
-            if flag != "--image":
-                sys.exit(run.stderr)
-            out.append(None)  # `embed` stops at the first image it cannot load: skip it
-            i += 1
+        rows = {}
+        for line in run.stdout.splitlines():
+            row = json.loads(line)
+            rows[row["input"]] = row["embedding"]
+        if run.returncode != 0 and (flag != "--image" or not rows):
+            sys.exit(run.stderr)
+        out += [rows.get(x) for x in chunk]
     return out
 
 

@@ -221,7 +221,10 @@ int run_cli(int argc, char** argv) {
   embed->add_option("--model", o.model_dir, "Model directory (default: the shipped model)");
   embed->add_option("--text", o.embed_texts, "A text to embed (repeatable)")
       ->allow_extra_args(false);
-  embed->add_option("--image", o.embed_images, "An image file to embed (repeatable)")
+  embed
+      ->add_option("--image", o.embed_images,
+                   "An image file to embed (repeatable; one that cannot be loaded is told on "
+                   "stderr and left out, the others still embedded, and the exit status is 1)")
       ->allow_extra_args(false);
   embed->add_flag("--no-memory", o.no_memory,
                   "The encoders' own embeddings, without the model's memory.safetensors");

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -292,10 +294,28 @@ void run_embed(const EmbedCommand& c) {
       print("text", c.texts[i], emb.data() + i * size_t(embedder->dim()));
     }
   }
+  // An image that cannot be loaded is told on stderr and left out; the others are still
+  // embedded (each line names its input), and the command fails at the end, naming how many
+  // were left out, with the first one's kind of error.
+  size_t failed = 0;
+  std::optional<Error> first_failure;
   for (const std::string& path : c.images) {
-    const DecodedImage image = load_image_file(path, ImageLimits{}, embedder->image_size());
-    const std::vector<float> pixels = preprocess_image(image, embedder->image_size());
+    std::vector<float> pixels;
+    try {
+      const DecodedImage image = load_image_file(path, ImageLimits{}, embedder->image_size());
+      pixels = preprocess_image(image, embedder->image_size());
+    } catch (const Error& e) {
+      std::cerr << "mmsearch embed: " << e.what() << " (left out)\n";
+      if (!failed++) first_failure = e;
+      continue;
+    }
     print("image", path, embedder->embed_pixels(pixels.data(), 1).data());
+  }
+  std::cout.flush();
+  if (first_failure) {
+    throw Error(first_failure->kind(),
+                std::to_string(failed) + " of " + std::to_string(c.images.size()) +
+                    " image(s) could not be embedded; the first: " + first_failure->what());
   }
 }
 
