@@ -1,6 +1,7 @@
 #include "encoders/embedder.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -23,6 +24,34 @@ namespace {
 
 torch::Tensor unit_rows(const torch::Tensor& x) {
   return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(1));
+}
+
+// An image's embedding from config.views views of its input (model_config.h): the whole
+// input, then squares of view_crop of its side from the corners (top-left, bottom-right,
+// top-right, bottom-left), each resized back to the input's side; the mean, renormalized.
+// With the views' predictions averaged, an image no longer depends on exactly where its
+// drawing sits in the frame, as the training's random crops taught the encoder.
+torch::Tensor encode_views(nn::DualEncoder& model, const torch::Tensor& batch,
+                           const ImageTowerConfig& config) {
+  torch::Tensor sum = nn::encode_images_batched(model, batch);
+  if (config.views == 1) return sum;
+  namespace F = torch::nn::functional;
+  using torch::indexing::Slice;
+  const int64_t s = batch.size(2);
+  const int64_t side = std::lround(static_cast<double>(s) * config.view_crop);
+  const int64_t far = s - side;
+  const std::pair<int64_t, int64_t> corners[] = {{0, 0}, {far, far}, {0, far}, {far, 0}};
+  for (int32_t v = 0; v + 1 < config.views; ++v) {
+    const auto [y0, x0] = corners[v];
+    const torch::Tensor crop =
+        batch.index({Slice(), Slice(), Slice(y0, y0 + side), Slice(x0, x0 + side)});
+    sum +=
+        nn::encode_images_batched(model, F::interpolate(crop, F::InterpolateFuncOptions()
+                                                                  .size(std::vector<int64_t>{s, s})
+                                                                  .mode(torch::kBilinear)
+                                                                  .align_corners(false)));
+  }
+  return unit_rows(sum);
 }
 
 // The memory as the towers consult it: keys and their values, [n, dim] float32 each.
@@ -175,6 +204,11 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_
   nn::load_model_weights(model, weights, weights_path);
   model->eval();
   uint64_t hash = fnv1a64(bytes.data(), bytes.size());
+  if (config.image.views != 1) {  // (absent from the fingerprints of single-view models)
+    const std::string views = "views " + std::to_string(config.image.views) + "/" +
+                              std::to_string(config.image.view_crop);
+    hash = fnv1a64(views.data(), views.size(), hash);
+  }
   std::optional<MemoryTensors> memory;
   const std::string memory_path = (fs::path(model_dir) / "memory.safetensors").string();
   if (use_memory && fs::exists(memory_path)) {
@@ -231,7 +265,7 @@ std::vector<float> Embedder::embed_pixels(const float* pixels, int64_t n) const 
   c10::InferenceMode inference;  // no autograd bookkeeping at all (cheaper than NoGradGuard)
   const torch::Tensor batch =
       torch::from_blob(const_cast<float*>(pixels), {n, 3, s, s}, torch::kFloat);
-  torch::Tensor e = nn::encode_images_batched(impl_->model, batch);
+  torch::Tensor e = encode_views(impl_->model, batch, impl_->config.image);
   if (impl_->memory) {
     const MemoryTensors& m = *impl_->memory;
     e = augment(e, m.image_keys, m.image_values, m.settings, m.settings.image_pull(),

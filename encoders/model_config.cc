@@ -57,7 +57,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
       const json& im = j.at("image");
       reject_unknown(im,
                      {"image_size", "stem_channels", "stem_blocks", "stem_norm", "width", "depth",
-                      "heads", "mean", "std"},
+                      "heads", "mean", "std", "views", "view_crop"},
                      "image.", name);
       read(im, "image_size", c.image.image_size);
       read(im, "stem_channels", c.image.stem_channels);
@@ -68,6 +68,8 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
       read(im, "heads", c.image.heads);
       read(im, "mean", c.image.mean);
       read(im, "std", c.image.std);
+      read(im, "views", c.image.views);
+      read(im, "view_crop", c.image.view_crop);
     }
     if (j.contains("text")) {
       const json& tx = j.at("text");
@@ -120,6 +122,15 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     throw Error::invalid_argument("model config '" + name + "': image.stem_norm is '" +
                                   c.image.stem_norm + "'; it must be \"batch\" or \"group\"");
   }
+  if (c.image.views != 1 && c.image.views != 3 && c.image.views != 5) {
+    throw Error::invalid_argument("model config '" + name + "': image.views is " +
+                                  std::to_string(c.image.views) + "; it must be 1, 3 or 5");
+  }
+  if (!(c.image.view_crop >= 0.5f && c.image.view_crop < 1.0f)) {
+    throw Error::invalid_argument("model config '" + name + "': image.view_crop is " +
+                                  std::to_string(c.image.view_crop) +
+                                  "; it must be at least 0.5 and below 1");
+  }
   const auto& channels = c.image.stem_channels;
   if (c.image.stem_norm == "group" &&
       std::any_of(channels.begin(), channels.end(), [](int32_t ch) { return ch % 8 != 0; })) {
@@ -163,6 +174,12 @@ std::string model_config_to_json(const ModelConfig& c) {
       {"logit_scale_init", c.logit_scale_init},
       {"logit_scale_max", c.logit_scale_max},
   };
+  // Written only for a model embedded from several views, so that the configs of single-view
+  // models (every model before views existed) stay byte for byte what they were.
+  if (c.image.views != 1) {
+    j["image"]["views"] = c.image.views;
+    j["image"]["view_crop"] = c.image.view_crop;
+  }
   return j.dump(2) + "\n";
 }
 

@@ -21,6 +21,13 @@ struct ImageTowerConfig {
   std::string stem_norm = "batch";
   std::vector<float> mean{0.5f, 0.5f, 0.5f};  // per-channel input normalization (0..1 input)
   std::vector<float> std{0.25f, 0.25f, 0.25f};
+  // How an image is embedded at inference (training sees random crops, and its validation
+  // score the whole input): the normalized mean of the embeddings of `views` views of the
+  // input, the whole of it first, then squares of view_crop of its side cut from its corners
+  // (3 views: top-left and bottom-right; 5: all four) and resized back to image_size
+  // (bilinear). 1 is the whole input alone. More views cost as many encoder passes.
+  int32_t views = 1;
+  float view_crop = 0.85f;
 };
 
 struct TextTowerConfig {

@@ -211,6 +211,28 @@ TEST(ModelConfig, StemNormIsCheckedAndWrittenBack) {
 
 namespace {
 
+TEST(ModelConfig, ViewsAreCheckedAndWrittenOnlyWhenSeveral) {
+  ModelConfig c = tiny_config();
+  // A single-view config is written as before views existed (older programs read it).
+  EXPECT_EQ(mms::model_config_to_json(c).find("view"), std::string::npos);
+  c.image.views = 5;
+  c.image.view_crop = 0.75f;
+  const ModelConfig back = mms::parse_model_config(mms::model_config_to_json(c), "c");
+  EXPECT_EQ(back.image.views, 5);
+  EXPECT_FLOAT_EQ(back.image.view_crop, 0.75f);
+  for (const std::string bad : {R"({"image": {"views": 2}})", R"({"image": {"views": 0}})",
+                                R"({"image": {"views": 5, "view_crop": 1.0}})",
+                                R"({"image": {"views": 3, "view_crop": 0.3}})"}) {
+    try {
+      mms::parse_model_config(bad, "cfg.json");
+      FAIL() << "accepted " << bad;
+    } catch (const mms::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("image.view"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cfg.json"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(ImageEncoder, StemBlocksAddResidualConvsAndKeepTheOneBlockNames) {
   ModelConfig one = tiny_config();
   ModelConfig two = tiny_config();

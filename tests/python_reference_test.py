@@ -268,6 +268,33 @@ class RecallTest(unittest.TestCase):
                 self.assertLessEqual(max_abs_diff(cpp[key], unrecalled[key]), TOLERANCE, path)
 
 
+class ViewsTest(unittest.TestCase):
+    """A model that embeds an image from several views (config.json image.views): the whole
+    input and corner crops, averaged, alike in Python and C++."""
+
+    def test_views_agree_with_cpp(self):
+        torch.set_num_threads(1)
+        images = [os.path.join(FIXTURES, f) for f in ("quadrants.png", "rgba.png", "gray.png")]
+        python = {}
+        with tempfile.TemporaryDirectory() as model_dir:
+            for name in ("model.safetensors", "tokenizer.model"):
+                shutil.copy(os.path.join(MODEL_DIR, name), model_dir)
+            for views, crop in ((1, 0.85), (3, 0.8), (5, 0.85)):
+                with open(os.path.join(MODEL_DIR, "config.json"), encoding="utf-8") as f:
+                    config = json.load(f)
+                config["image"].update(views=views, view_crop=crop)
+                with open(os.path.join(model_dir, "config.json"), "w", encoding="utf-8") as f:
+                    json.dump(config, f)
+                python[views] = mmsearch_model.load(model_dir, use_memory=False).embed_images(images)
+                cpp = cpp_embeddings([], images, False, model_dir)
+                for path, row in zip(images, python[views]):
+                    self.assertLessEqual(max_abs_diff(row, cpp[("image", path)]), TOLERANCE,
+                                         "%d views: %s" % (views, path))
+        # The views move the embeddings, or the comparison would prove nothing.
+        self.assertGreater(max_abs_diff(python[3], python[1]), 1e-3)
+        self.assertGreater(max_abs_diff(python[5], python[3]), 1e-3)
+
+
 class SafetensorsTest(unittest.TestCase):
     def test_writer_reproduces_the_shipped_files(self):
         with tempfile.TemporaryDirectory() as tmp:

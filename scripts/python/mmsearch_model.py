@@ -402,7 +402,8 @@ class Memory:
 CONFIG_DEFAULTS = {
     "image": {"image_size": 64, "stem_channels": [32, 64, 128], "stem_blocks": 1,
               "stem_norm": "batch", "width": 192, "depth": 4, "heads": 3,
-              "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+              "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "views": 1,
+              "view_crop": 0.85},
     "text": {"vocab_size": 8000, "width": 192, "depth": 4, "heads": 3, "window": 32,
              "max_tokens": 16384},
     "embed_dim": 256, "mlp_ratio": 4, "logit_scale_init": 2.6593, "logit_scale_max": 4.6052,
@@ -427,6 +428,12 @@ def load_config(path):
     unknown = set(given) - set(CONFIG_DEFAULTS) - {"format"}
     if unknown:
         raise ValueError("model config '%s': unknown key '%s'" % (path, sorted(unknown)[0]))
+    if config["image"]["views"] not in (1, 3, 5):
+        raise ValueError("model config '%s': image.views is %s; it must be 1, 3 or 5"
+                         % (path, config["image"]["views"]))
+    if not 0.5 <= config["image"]["view_crop"] < 1:
+        raise ValueError("model config '%s': image.view_crop is %s; it must be at least 0.5 "
+                         "and below 1" % (path, config["image"]["view_crop"]))
     return config
 
 
@@ -490,12 +497,17 @@ class Model:
     def fingerprint(self):
         """What mmsearch's Embedder::fingerprint() says for this model (an INDEX_DIR records
         it): FNV-1a over model.safetensors, then, when the memory is used, over
+        "views views/view_crop" when the model embeds an image from several views, then
         memory.safetensors and its settings as "k/temperature/weight/gate_low/gate_high"
         and "/merged-keys", then "/recall recall_weight/recall_gate_low/recall_gate_high" when
         recall is on, then "/image-weight image_weight" when images are pulled otherwise than
         texts (C++ std::to_string). 16 hex digits. Reads every byte: seconds for the
         shipped model."""
         h = mmsearch_io.fnv1a64_file(os.path.join(self.model_dir, "model.safetensors"))
+        image = self.config["image"]
+        if image["views"] != 1:
+            views = "views %d/%f" % (image["views"], image["view_crop"])
+            h = mmsearch_io.fnv1a64(views.encode("ascii"), h)
         if self.memory is not None:
             m = self.memory
             h = mmsearch_io.fnv1a64_file(os.path.join(self.model_dir, "memory.safetensors"), h)
@@ -544,12 +556,34 @@ class Model:
         """float32 [n, 3, S, S] in 0..1 (as mmsearch_io.preprocess_image makes them) ->
         float32 [n, dim], unit rows."""
         pixels = torch.as_tensor(pixels, dtype=torch.float32)
-        parts = [self.encoder.encode_images(pixels[i:i + IMAGE_BATCH])
-                 for i in range(0, len(pixels), IMAGE_BATCH)]
-        out = torch.cat(parts) if parts else torch.empty(0, self.dim)
+        out = self._encode_views(pixels)
         if self.memory is not None:
             out = self.memory.augment_images(out)
         return out.numpy()
+
+    def _encode_pixels(self, pixels):
+        parts = [self.encoder.encode_images(pixels[i:i + IMAGE_BATCH])
+                 for i in range(0, len(pixels), IMAGE_BATCH)]
+        return torch.cat(parts) if parts else torch.empty(0, self.dim)
+
+    def _encode_views(self, pixels):
+        """The image tower over config image.views views (encoders/model_config.h): the
+        whole input, then squares of view_crop of its side from the corners (top-left,
+        bottom-right, top-right, bottom-left) resized back (bilinear); the mean,
+        renormalized."""
+        image = self.config["image"]
+        out = self._encode_pixels(pixels)
+        if image["views"] == 1:
+            return out
+        s = pixels.shape[2]
+        # C++ std::lround of the product in double precision of the float32 crop fraction.
+        side = int(math.floor(s * float(np.float32(image["view_crop"])) + 0.5))
+        far = s - side
+        for y0, x0 in [(0, 0), (far, far), (0, far), (far, 0)][:image["views"] - 1]:
+            crop = pixels[:, :, y0:y0 + side, x0:x0 + side]
+            out = out + self._encode_pixels(
+                F.interpolate(crop, size=(s, s), mode="bilinear", align_corners=False))
+        return F.normalize(out, dim=1)
 
     def embed_images(self, paths):
         """Image files -> float32 [n, dim], unit rows."""
