@@ -29,8 +29,8 @@ torch::Tensor unit_rows(const torch::Tensor& x) {
 // An image's embedding from config.views views of its input (model_config.h): the whole
 // input, then squares of view_crop of its side from the corners (top-left, bottom-right,
 // top-right, bottom-left), each resized back to the input's side; the mean, renormalized.
-// With the views' predictions averaged, an image no longer depends on exactly where its
-// drawing sits in the frame, as the training's random crops taught the encoder.
+// Averaged over positions, an embedding depends less on where exactly the drawing sits in
+// the frame, much as the training's random crops showed it to the encoder.
 torch::Tensor encode_views(nn::DualEncoder& model, const torch::Tensor& batch,
                            const ImageTowerConfig& config) {
   torch::Tensor sum = nn::encode_images_batched(model, batch);

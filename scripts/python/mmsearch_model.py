@@ -496,9 +496,9 @@ class Model:
 
     def fingerprint(self):
         """What mmsearch's Embedder::fingerprint() says for this model (an INDEX_DIR records
-        it): FNV-1a over model.safetensors, then, when the memory is used, over
-        "views views/view_crop" when the model embeds an image from several views, then
-        memory.safetensors and its settings as "k/temperature/weight/gate_low/gate_high"
+        it): FNV-1a over model.safetensors, then over "views V/C" (image.views, view_crop)
+        when the model embeds an image from several views, then, when the memory is used,
+        over memory.safetensors and its settings as "k/temperature/weight/gate_low/gate_high"
         and "/merged-keys", then "/recall recall_weight/recall_gate_low/recall_gate_high" when
         recall is on, then "/image-weight image_weight" when images are pulled otherwise than
         texts (C++ std::to_string). 16 hex digits. Reads every byte: seconds for the
@@ -506,7 +506,7 @@ class Model:
         h = mmsearch_io.fnv1a64_file(os.path.join(self.model_dir, "model.safetensors"))
         image = self.config["image"]
         if image["views"] != 1:
-            views = "views %d/%f" % (image["views"], image["view_crop"])
+            views = "views %d/%f" % (image["views"], np.float32(image["view_crop"]))
             h = mmsearch_io.fnv1a64(views.encode("ascii"), h)
         if self.memory is not None:
             m = self.memory
