@@ -33,25 +33,26 @@ torch::Tensor unit_rows(const torch::Tensor& x) {
 // the frame, much as the training's random crops showed it to the encoder.
 torch::Tensor encode_views(nn::DualEncoder& model, const torch::Tensor& batch,
                            const ImageTowerConfig& config) {
-  torch::Tensor sum = nn::encode_images_batched(model, batch);
-  if (config.views == 1) return sum;
+  if (config.views == 1) return nn::encode_images_batched(model, batch);
   namespace F = torch::nn::functional;
   using torch::indexing::Slice;
-  const int64_t s = batch.size(2);
+  const int64_t n = batch.size(0), s = batch.size(2);
   const int64_t side = std::lround(static_cast<double>(s) * config.view_crop);
   const int64_t far = s - side;
   const std::pair<int64_t, int64_t> corners[] = {{0, 0}, {far, far}, {0, far}, {far, 0}};
+  std::vector<torch::Tensor> views{batch};
   for (int32_t v = 0; v + 1 < config.views; ++v) {
     const auto [y0, x0] = corners[v];
     const torch::Tensor crop =
         batch.index({Slice(), Slice(), Slice(y0, y0 + side), Slice(x0, x0 + side)});
-    sum +=
-        nn::encode_images_batched(model, F::interpolate(crop, F::InterpolateFuncOptions()
-                                                                  .size(std::vector<int64_t>{s, s})
-                                                                  .mode(torch::kBilinear)
-                                                                  .align_corners(false)));
+    views.push_back(F::interpolate(crop, F::InterpolateFuncOptions()
+                                             .size(std::vector<int64_t>{s, s})
+                                             .mode(torch::kBilinear)
+                                             .align_corners(false)));
   }
-  return unit_rows(sum);
+  // All views in one pass: a lone query image is one batch of `views`, not `views` passes.
+  const torch::Tensor e = nn::encode_images_batched(model, torch::cat(views, 0));
+  return unit_rows(e.view({config.views, n, e.size(1)}).sum(0));
 }
 
 // The memory as the towers consult it: keys and their values, [n, dim] float32 each.
