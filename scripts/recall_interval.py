@@ -84,8 +84,24 @@ def interval(groups, figure, samples, level, rng):
 
 
 def read_ranks(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The --ranks lines of `path`; exits naming the file and line for anything else."""
+    ranks = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    r = json.loads(line)
+                    query_key(r)
+                    int(r["rank"])
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    sys.exit(f"recall_interval: {path}:{n} is not a line of `mmsearch eval "
+                             "--ranks` (direction, text or image, rank)")
+                ranks.append(r)
+    except OSError as e:
+        sys.exit(f"recall_interval: cannot read {path}: {e.strerror}")
+    return ranks
 
 
 def main(argv=None):
@@ -101,10 +117,21 @@ def main(argv=None):
     if a.samples < 1 or not 0 < a.level < 1:
         sys.exit("recall_interval: --samples must be 1 or more and --level within (0, 1)")
     ranks = read_ranks(a.ranks)
-    texts, images = query_groups(a.manifest, a.split)
+    try:
+        texts, images = query_groups(a.manifest, a.split)
+    except OSError as e:
+        sys.exit(f"recall_interval: cannot read {a.manifest}: {e.strerror}")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        sys.exit(f"recall_interval: {a.manifest} is not a manifest (JSON lines with image, "
+                 "caption, split)")
     by = grouped(ranks, texts, images)
     if not by:
         sys.exit(f"recall_interval: no ranks in {a.ranks}")
+    ungrouped = sum(query_key(r)[1] not in (texts if r["direction"] == "t2i" else images)
+                    for r in ranks)
+    if ungrouped:
+        print(f"recall_interval: {ungrouped} of {len(ranks)} queries are not in the "
+              f"{a.split} split of {a.manifest}; each counts as its own group", file=sys.stderr)
     rng = random.Random(a.seed)
     for direction, groups in by.items():
         n = sum(len(g) for g in groups)

@@ -8,7 +8,7 @@ import random
 import sys
 import tempfile
 import unittest
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 import recall_interval  # noqa: E402
@@ -91,6 +91,20 @@ class RecallIntervalTest(unittest.TestCase):
         with self.assertRaises(SystemExit) as e:
             self.run_script("--level", "1.5")
         self.assertIn("--level", str(e.exception.code))
+
+    def test_a_file_that_is_not_ranks_is_named_with_its_line(self):
+        with open(self.ranks, "a", encoding="utf-8") as f:
+            f.write('{"direction": "t2i", "rank": 3}\n')  # no text
+        with self.assertRaises(SystemExit) as e:
+            self.run_script()
+        self.assertIn("ranks.jsonl:6 is not a line of `mmsearch eval --ranks`",
+                      str(e.exception.code))
+
+    def test_queries_outside_the_split_are_told(self):
+        err = io.StringIO()
+        with redirect_stderr(err):
+            self.run_script("--samples", "20", "--split", "train")
+        self.assertIn("5 of 5 queries are not in the train split", err.getvalue())
 
 
 if __name__ == "__main__":
