@@ -23,22 +23,20 @@ does not score this way yet; the figures rank the idea, they are not the model's
       [--cache DIR] [--k 10,25] [--lams 0.2,0.3,0.5,0.7]
 """
 import argparse
-import collections
 import json
 import os
 import random
-import subprocess
-import sys
 
 import numpy as np
 
-BATCH = 400  # inputs per `mmsearch embed` call (bounds the command line)
+from embed_analysis import embed, keyword_queries, precision_at_10
+
 SOURCES = ("openclipart", "emoji", "tuxpaint", "openmoji")  # caption recall columns
 BANK_SOURCES = SOURCES + ("icons", "emoji_styles")
 BANK_PER_SOURCE = 1000
 
 
-class Embedder:
+class CachedEmbeddings:
     def __init__(self, mmsearch, model, cache):
         self.mmsearch, self.model, self.cache = mmsearch, model, cache
         if cache:
@@ -49,18 +47,9 @@ class Embedder:
         path = os.path.join(self.cache, tag + ".npy") if self.cache else None
         if path and os.path.exists(path):
             return np.load(path)
-        rows = {}
-        for i in range(0, len(items), BATCH):
-            args = [self.mmsearch, "embed", "--model", self.model]
-            for x in items[i:i + BATCH]:
-                args += [flag, x]
-            run = subprocess.run(args, capture_output=True, text=True)
-            got = [json.loads(line) for line in run.stdout.splitlines()]
-            if run.returncode != 0 and (flag != "--image" or not got):
-                sys.exit(run.stderr)
-            rows.update((r["input"], r["embedding"]) for r in got)
-        dim = len(next(iter(rows.values())))
-        out = np.array([rows.get(x, [np.nan] * dim) for x in items], np.float32)
+        rows = embed(self.mmsearch, self.model, flag, items)
+        dim = len(next(r for r in rows if r is not None))
+        out = np.array([[np.nan] * dim if r is None else r for r in rows], np.float32)
         if path:
             np.save(path, out)
         return out
@@ -88,15 +77,10 @@ def recall_at_10(scores, relevant):
     return 100 * hits / len(relevant)
 
 
-def precision_at_10(scores, relevant):
-    top = np.argsort(-scores, 1)[:, :10]
-    return 100 * np.take_along_axis(relevant, top, 1).mean()
-
-
-def caption_gallery(embed, rows, split, name):
+def caption_gallery(embed_cached, rows, split, name):
     held = [r for r in rows if r["split"] == split]
     images = sorted({r["path"] for r in held})
-    emb = embed("--image", images, name + "_img")
+    emb = embed_cached("--image", images, name + "_img")
     ok = {p for p, e in zip(images, emb) if not np.isnan(e[0])}
     images, emb = [p for p in images if p in ok], emb[~np.isnan(emb[:, 0])]
     held = [r for r in held if r["path"] in ok]
@@ -107,7 +91,7 @@ def caption_gallery(embed, rows, split, name):
     for r in held:
         t2i[ti[r["caption"]]].add(ii[r["path"]])
         i2t[ii[r["path"]]].add(ti[r["caption"]])
-    return emb, embed("--text", texts, name + "_txt"), t2i, i2t
+    return emb, embed_cached("--text", texts, name + "_txt"), t2i, i2t
 
 
 def main():
@@ -120,7 +104,7 @@ def main():
     ap.add_argument("--k", default="10,25")
     ap.add_argument("--lams", default="0.2,0.3,0.5,0.7")
     a = ap.parse_args()
-    embed = Embedder(a.mmsearch, a.model, a.cache)
+    embed_cached = CachedEmbeddings(a.mmsearch, a.model, a.cache)
     man = lambda name: load(os.path.join(a.manifests, name + ".jsonl"))
 
     rng = random.Random(0)
@@ -129,33 +113,29 @@ def main():
         train = [r for r in man(name) if r["split"] == "train"]
         rng.shuffle(train)
         bank_rows += train[:BANK_PER_SOURCE]
-    keyword_queries = sorted({"a " + k.lower() for r in bank_rows for k in r.get("keywords", [])[:2]})
-    rng.shuffle(keyword_queries)
+    bank_queries = sorted({"a " + k.lower() for r in bank_rows for k in r.get("keywords", [])[:2]})
+    rng.shuffle(bank_queries)
     bank_texts = np.concatenate([
-        embed("--text", [r["caption"] for r in bank_rows], "bank_captions"),
-        embed("--text", keyword_queries[:4000], "bank_queries")])
-    bank_images = embed("--image", [r["path"] for r in bank_rows], "bank_images")
+        embed_cached("--text", [r["caption"] for r in bank_rows], "bank_captions"),
+        embed_cached("--text", bank_queries[:4000], "bank_queries")])
+    bank_images = embed_cached("--image", [r["path"] for r in bank_rows], "bank_images")
     bank_images = bank_images[~np.isnan(bank_images[:, 0])]
     print(f"banks: {len(bank_texts)} training texts, {len(bank_images)} training images")
 
-    galleries = {name: caption_gallery(embed, man(name), a.split, name) for name in SOURCES}
+    galleries = {name: caption_gallery(embed_cached, man(name), a.split, name) for name in SOURCES}
     coll = man("openclipart")
-    coll_emb = embed("--image", [r["path"] for r in coll], "openclipart_all_img")
+    coll_emb = embed_cached("--image", [r["path"] for r in coll], "openclipart_all_img")
     ok = ~np.isnan(coll_emb[:, 0])
     coll, coll_emb = [r for r, g in zip(coll, ok) if g], coll_emb[ok]
     held = np.array([r["split"] == a.split for r in coll])
-    keywords = [set(k.lower() for k in r.get("keywords", [])) for r in coll]
-    in_all = collections.Counter(k for s in keywords for k in s)
-    in_split = collections.Counter(k for s, h in zip(keywords, held) if h for k in s)
-    words = sorted(k for k, c in in_all.items() if c >= 8 and in_split[k] >= 2)
-    query_emb = embed("--text", [t.format(w) for t in ("a {}", "{}", "a picture of {}")
-                                 for w in words], "openclipart_queries")
-    relevant = np.array([[w in s for s in keywords] for w in words] * 3)
+    queries, relevant = keyword_queries(
+        [set(k.lower() for k in r.get("keywords", [])) for r in coll], held)
+    query_emb = embed_cached("--text", queries, "openclipart_queries")
     fm = [r for r in man("fashion_mnist") if r["split"] == a.split][:2000]
-    fm_emb = embed("--image", [r["path"] for r in fm], "fashion_mnist_img")
+    fm_emb = embed_cached("--image", [r["path"] for r in fm], "fashion_mnist_img")
     classes = sorted({r["label"] for r in fm})
     labels = np.array([classes.index(r["label"]) for r in fm])
-    prompt_emb = embed("--text", ["a photo of " + c for c in classes], "fashion_mnist_prompts")
+    prompt_emb = embed_cached("--text", ["a photo of " + c for c in classes], "fashion_mnist_prompts")
 
     head = " ".join(f"{n[:5]:>11}" for n in SOURCES)
     print(f"{'':<16}{head}   OCA queries   FM   (t->i / i->t R@10; P@10 coll. / {a.split})")

@@ -24,10 +24,8 @@ keywords, not its title words). Use it to rank ideas, not to report the model's 
       --manifest data/manifests/openclipart.jsonl [--mmsearch build/mmsearch]
 """
 import argparse
-import collections
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -35,33 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"))
 import mmsearch_model  # noqa: E402  (the memory in PyTorch, checked against mmsearch's)
-
-IMAGE_BATCH = 400  # images per `mmsearch embed` call (bounds the command line)
-
-
-def embed(mmsearch, model, flag, items):
-    """Embeddings of items (image paths or texts); None for an image that cannot be loaded
-    (`mmsearch embed` tells it on stderr, leaves it out and exits 1)."""
-    out = []
-    for i in range(0, len(items), IMAGE_BATCH):
-        chunk = items[i:i + IMAGE_BATCH]
-        args = [mmsearch, "embed", "--model", model, "--no-memory"]
-        for x in chunk:
-            args += [flag, x]
-        run = subprocess.run(args, capture_output=True, text=True)
-        rows = {}
-        for line in run.stdout.splitlines():
-            row = json.loads(line)
-            rows[row["input"]] = row["embedding"]
-        if run.returncode != 0 and (flag != "--image" or not rows):
-            sys.exit(run.stderr)
-        out += [rows.get(x) for x in chunk]
-    return out
-
-
-def precision_at_10(scores, relevant):
-    top = np.argsort(-scores, 1)[:, :10]
-    return 100 * np.take_along_axis(relevant, top, 1).mean()
+from embed_analysis import TEMPLATES, embed, keyword_queries, precision_at_10  # noqa: E402
 
 
 def main():
@@ -76,18 +48,14 @@ def main():
     base = os.path.dirname(os.path.abspath(a.manifest))
     rows = [json.loads(l) for l in open(a.manifest)]
     paths = [os.path.join(base, r["image"]) for r in rows]
-    images = embed(a.mmsearch, a.model, "--image", paths)
+    images = embed(a.mmsearch, a.model, "--image", paths, memory=False)
     rows = [r for r, e in zip(rows, images) if e is not None]
     raw = np.array([e for e in images if e is not None], np.float32)
     split = np.array([r["split"] for r in rows])
     kws = [set(k.lower() for k in r.get("keywords", [])) for r in rows]
     held = split == a.split
-    in_all = collections.Counter(k for s in kws for k in s)
-    in_split = collections.Counter(k for s, h in zip(kws, held) if h for k in s)
-    words = sorted(k for k, c in in_all.items() if c >= 8 and in_split[k] >= 2)
-    queries = [t.format(k) for t in ("a {}", "{}", "a picture of {}") for k in words]
-    relevant = np.array([[k in s for s in kws] for k in words] * 3)
-    q_raw = np.array(embed(a.mmsearch, a.model, "--text", queries), np.float32)
+    queries, relevant = keyword_queries(kws, held)
+    q_raw = np.array(embed(a.mmsearch, a.model, "--text", queries, memory=False), np.float32)
 
     memory = mmsearch_model.Memory(os.path.join(a.model, "memory.safetensors"), raw.shape[1])
     img_mem = memory.augment_images(torch.from_numpy(raw)).numpy()
@@ -98,7 +66,8 @@ def main():
     known = np.array([memory.recall_weight * memory.linear_gate(
         memory.recall_gate_low, memory.recall_gate_high, float(x)) > 0 for x in nearest])
 
-    print(f"{a.manifest}: {len(rows)} images, {len(words)} keywords x 3 templates")
+    print(f"{a.manifest}: {len(rows)} images, {len(queries) // len(TEMPLATES)} keywords x "
+          f"{len(TEMPLATES)} templates")
     for name in ("train", "val", "test"):
         n = int((split == name).sum())
         print(f"  {name}: {int(known[split == name].sum())} of {n} images recognised")
