@@ -6,6 +6,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string_view>
 #include <tuple>
 #include <unordered_map>
@@ -65,6 +66,8 @@ struct MemoryTensors {
   MemorySettings settings;
   // Exact nearest keys for small batches, without reading every float key (key_search.h).
   std::shared_ptr<const KeySearch> image_search, text_search;
+  // Hubness-aware scoring's banks (memory.h), [n, dim]; undefined without them.
+  torch::Tensor text_bank, image_bank;
 };
 
 // Identical key rows (one image or text in two sources) merged into the first: its value
@@ -114,6 +117,14 @@ MemoryTensors memory_tensors(const EmbeddingMemory& m) {
       unit_rows(t.image_values + (t.image_keys.mean(0, true) - t.text_keys.mean(0, true)));
   t.image_search = std::make_shared<KeySearch>(t.image_keys.data_ptr<float>(), ni, d);
   t.text_search = std::make_shared<KeySearch>(t.text_keys.data_ptr<float>(), nt, d);
+  if (m.has_hub_banks()) {
+    auto rows = [d](const std::vector<float>& v) {
+      return torch::from_blob(const_cast<float*>(v.data()), {static_cast<int64_t>(v.size()) / d, d})
+          .clone();
+    };
+    t.text_bank = rows(m.text_bank);
+    t.image_bank = rows(m.image_bank);
+  }
   return t;
 }
 
@@ -171,7 +182,60 @@ torch::Tensor augment(const torch::Tensor& e, const torch::Tensor& keys,
   return out.empty() ? e : torch::cat(out, 0);
 }
 
+// h of each row of e (memory.h): the mean of its k highest cosines to `bank`'s rows.
+std::vector<float> hubs_against(const float* e, int64_t n, int64_t dim, const torch::Tensor& bank,
+                                int32_t k) {
+  if (n == 0) return {};
+  c10::InferenceMode inference;
+  constexpr int64_t kChunk = 1024;  // bounds the [chunk, bank rows] similarity block
+  const torch::Tensor rows = torch::from_blob(const_cast<float*>(e), {n, dim}, torch::kFloat);
+  const int64_t top = std::min<int64_t>(k, bank.size(0));
+  std::vector<float> h;
+  h.reserve(static_cast<size_t>(n));
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const torch::Tensor sim =
+        torch::matmul(rows.slice(0, start, std::min(n, start + kChunk)), bank.t());
+    const torch::Tensor mean = std::get<0>(sim.topk(top, 1)).mean(1).contiguous();
+    h.insert(h.end(), mean.data_ptr<float>(), mean.data_ptr<float>() + mean.numel());
+  }
+  return h;
+}
+
+// Up to `count` of `n` rows, a sample fixed by `seed` (Fisher-Yates on a 64-bit Mersenne
+// Twister, which every standard library runs alike), in increasing order.
+std::vector<int64_t> sample_rows(int64_t n, int64_t count, uint64_t seed) {
+  std::vector<int64_t> rows(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) rows[i] = i;
+  std::mt19937_64 rng(seed);
+  for (int64_t i = n - 1; i > 0; --i)
+    std::swap(rows[i], rows[rng() % static_cast<uint64_t>(i + 1)]);
+  rows.resize(static_cast<size_t>(std::min(n, count)));
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
 }  // namespace
+
+void add_hub_banks(EmbeddingMemory& memory, uint64_t seed) {
+  c10::InferenceMode inference;
+  memory.text_bank.clear();
+  memory.image_bank.clear();
+  const MemoryTensors t = memory_tensors(memory);  // (keys merged: each distinct one once)
+  auto bank = [&](const torch::Tensor& keys, const torch::Tensor& values, double weight,
+                  const KeySearch& search, const torch::Tensor& recall_values) {
+    const std::vector<int64_t> rows = sample_rows(keys.size(0), kHubBankRows, seed);
+    const torch::Tensor picked = keys.index_select(0, torch::tensor(rows, torch::kLong));
+    const torch::Tensor e =
+        weight > 0 || recall_values.defined()
+            ? augment(picked, keys, values, t.settings, weight, search, recall_values)
+            : picked;
+    return nn::to_vector(e.contiguous());
+  };
+  const MemorySettings& s = t.settings;
+  memory.text_bank = bank(t.text_keys, t.text_values, s.weight, *t.text_search, {});
+  memory.image_bank = bank(t.image_keys, t.image_values, s.image_pull(), *t.image_search,
+                           s.recall_weight > 0 ? t.image_recall_values : torch::Tensor());
+}
 
 struct Embedder::Impl {
   ModelConfig config;
@@ -234,6 +298,8 @@ std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, bool use_
       if (m.settings.image_pull() != m.settings.weight) {
         settings += "/image-weight " + std::to_string(m.settings.image_pull());
       }
+      // (hub_weight weighs h at query time: the stored h depends on the banks and hub_k only)
+      if (m.has_hub_banks()) settings += "/hub-k " + std::to_string(m.settings.hub_k);
       hash = fnv1a64(settings.data(), settings.size(), hash);
     }
   }
@@ -299,6 +365,23 @@ std::vector<float> Embedder::embed_token_ids(const std::vector<std::vector<int32
     e = augment(e, m.text_keys, m.text_values, m.settings, m.settings.weight, *m.text_search);
   }
   return nn::to_vector(e);
+}
+
+float Embedder::hub_weight() const {
+  const auto& m = impl_->memory;
+  return m && m->text_bank.defined() ? static_cast<float>(m->settings.hub_weight) : 0.f;
+}
+
+std::vector<float> Embedder::image_hubs(const float* embeddings, int64_t n) const {
+  if (hub_weight() == 0) return std::vector<float>(static_cast<size_t>(n), 0.f);
+  return hubs_against(embeddings, n, dim(), impl_->memory->text_bank,
+                      impl_->memory->settings.hub_k);
+}
+
+std::vector<float> Embedder::text_hubs(const float* embeddings, int64_t n) const {
+  if (hub_weight() == 0) return std::vector<float>(static_cast<size_t>(n), 0.f);
+  return hubs_against(embeddings, n, dim(), impl_->memory->image_bank,
+                      impl_->memory->settings.hub_k);
 }
 
 }  // namespace mms

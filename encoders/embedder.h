@@ -48,6 +48,16 @@ class Embedder {
   // Texts as token ids (each with BOS .. EOS, as Tokenizer::encode gives). Returns [n, dim].
   std::vector<float> embed_token_ids(const std::vector<std::vector<int32_t>>& ids) const;
 
+  // Hubness-aware scoring (encoders/memory.h): a document found by a query of the other
+  // modality scores cosine - hub_weight() * h(document). hub_weight() is 0 (plain cosines)
+  // without a memory or where the memory has no hub banks.
+  float hub_weight() const;
+  // h of documents: embeddings [n, dim] as embed_pixels (image_hubs) or embed_texts
+  // (text_hubs) return them, each row's mean of its hub_k highest cosines to the memory's bank
+  // of the other modality. Returns [n]; zeros where hub_weight() is 0.
+  std::vector<float> image_hubs(const float* embeddings, int64_t n) const;
+  std::vector<float> text_hubs(const float* embeddings, int64_t n) const;
+
  private:
   struct Impl;
   explicit Embedder(std::unique_ptr<Impl> impl);
@@ -57,6 +67,12 @@ class Embedder {
 }  // namespace mms
 
 namespace mms {
+
+// Fills memory.text_bank and image_bank for hubness-aware scoring: up to kHubBankRows
+// distinct keys of each modality (a sample fixed by `seed`), each augmented by the memory
+// itself as Embedder augments an embedding, so that the banks are what queries look like to
+// the search. `mmsearch memory` calls it once the keys are built.
+void add_hub_banks(EmbeddingMemory& memory, uint64_t seed);
 
 // Sets the number of threads LibTorch's CPU kernels use (intra-op). Call once at start-up,
 // before the first model runs; `mmsearch --threads` lands here.

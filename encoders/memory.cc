@@ -59,6 +59,13 @@ void check_consistent(const EmbeddingMemory& m, const std::string& what) {
       throw Error::invalid_argument(what + ": text row " + std::to_string(t) + " has no image");
     }
   }
+  if (m.text_bank.empty() != m.image_bank.empty()) {
+    throw Error::invalid_argument(what + ": one hub bank without the other");
+  }
+  if (m.text_bank.size() % m.dim || m.image_bank.size() % m.dim) {
+    throw Error::invalid_argument(what + ": hub banks are not whole rows of " +
+                                  std::to_string(m.dim));
+  }
   check_memory_settings(m.settings);
 }
 
@@ -119,6 +126,14 @@ void check_memory_settings(const MemorySettings& s) {
         std::to_string(s.recall_gate_low) + ", recall_gate_high " +
         std::to_string(s.recall_gate_high));
   }
+  if (s.hub_k < 1) {
+    throw Error::invalid_argument("memory hub_k must be at least 1, got " +
+                                  std::to_string(s.hub_k));
+  }
+  if (!(s.hub_weight >= 0) || !std::isfinite(s.hub_weight)) {
+    throw Error::invalid_argument("memory hub_weight must be 0 or more, got " +
+                                  std::to_string(s.hub_weight));
+  }
 }
 
 void write_memory(const std::string& path, const EmbeddingMemory& m) {
@@ -145,6 +160,15 @@ void write_memory(const std::string& path, const EmbeddingMemory& m) {
   st.metadata["recall_weight"] = std::to_string(m.settings.recall_weight);
   st.metadata["recall_gate_low"] = std::to_string(m.settings.recall_gate_low);
   st.metadata["recall_gate_high"] = std::to_string(m.settings.recall_gate_high);
+  if (m.has_hub_banks()) {
+    const int64_t d = m.dim;
+    st.tensors["text_bank"] =
+        half_rows(m.text_bank, static_cast<int64_t>(m.text_bank.size()) / d, m.dim);
+    st.tensors["image_bank"] =
+        half_rows(m.image_bank, static_cast<int64_t>(m.image_bank.size()) / d, m.dim);
+    st.metadata["hub_k"] = std::to_string(m.settings.hub_k);
+    st.metadata["hub_weight"] = std::to_string(m.settings.hub_weight);
+  }
   write_safetensors(path, st);
 }
 
@@ -219,6 +243,26 @@ EmbeddingMemory from_safetensors(const SafeTensors& st, const std::string& path,
         std::pair{"recall_gate_high", &m.settings.recall_gate_high},
         std::pair{"image_weight", &m.settings.image_weight}}) {
     if (st.metadata.count(key)) *value = parse_number(st.metadata.at(key), key, path);
+  }
+  // Hubness-aware scoring's banks, in files written since it exists; without them, none.
+  const bool text_bank = st.tensors.count("text_bank"), image_bank = st.tensors.count("image_bank");
+  if (text_bank != image_bank) {
+    throw Error::corrupt("memory '" + path + "': tensor '" +
+                         std::string(text_bank ? "image_bank" : "text_bank") +
+                         "' is missing (the hub banks come together)");
+  }
+  if (text_bank) {
+    m.text_bank = float_rows(rows_of("text_bank"));
+    m.image_bank = float_rows(rows_of("image_bank"));
+    const double hub_k = parse_number(metadata_value(st, "hub_k", path), "hub_k", path);
+    if (!(hub_k >= 1 && hub_k <= 1024) || hub_k != std::floor(hub_k)) {
+      throw Error::corrupt("memory '" + path +
+                           "': setting 'hub_k' must be an integer in 1..1024, got " +
+                           metadata_value(st, "hub_k", path));
+    }
+    m.settings.hub_k = static_cast<int32_t>(hub_k);
+    m.settings.hub_weight =
+        parse_number(metadata_value(st, "hub_weight", path), "hub_weight", path);
   }
   try {
     check_consistent(m, "memory '" + path + "'");

@@ -20,15 +20,28 @@
 // So a collection that holds training images finds them by the words they were trained
 // with; an image the memory has never seen is not affected by it. So an image is also
 // described by the words of the training images it resembles, and a text by the pictures
-// of the training texts it resembles: each side reaches the other through a same-modality comparison, which the
-// encoders make more reliably than the cross-modal one. Embeddings stay unit vectors of the
-// model's dimension; nothing downstream changes.
+// of the training texts it resembles: each side reaches the other through a same-modality
+// comparison, which the encoders make more reliably than the cross-modal one. Embeddings stay unit
+// vectors of the model's dimension; nothing downstream changes.
 //
 // Stored as `memory.safetensors` in a MODEL_DIR: "image_keys" [Ni, dim] and "text_keys"
 // [Nt, dim] in F16 (the encoders' own embeddings of the memory's images and texts), "pairs"
 // [P, 2] I32 (image row, text row), and the settings in the header's __metadata__. An image
 // key's value is the mean of its texts' keys, a text key's value the mean of its images'
 // keys, both renormalized. Plain types only (no LibTorch).
+//
+// Hubness-aware scoring. Some documents sit near every query of the other modality whatever
+// it asks (generic captions, drawings the memory recognises): "hubs". A document d found by
+// a query of the other modality is therefore ranked by
+//   score = cosine(query, d) - hub_weight * h(d),
+//   h(d)  = the mean of d's hub_k highest cosines to a bank of that modality's embeddings,
+// so that being close to everything costs (query-bank normalisation). h depends on the
+// document alone: it is computed once, as the document is embedded (Embedder::image_hubs /
+// text_hubs), and stored beside its vector. The banks ("text_bank" and "image_bank", F16
+// [n, dim], absent in files written before them: no penalty) are up to kHubBankRows distinct
+// memory keys of each modality, each augmented by the memory as the Embedder augments an
+// embedding (add_hub_banks, encoders/embedder.h). Within one modality (an example image
+// over images) scores stay cosines.
 #pragma once
 
 #include <cstddef>
@@ -57,6 +70,12 @@ struct MemorySettings {
   // far as a text keeps the pull's gains for text queries and loses less image->text recall.
   double image_weight = 0.25;
 
+  // Hubness-aware scoring (above): the bank neighbours that make h, and h's weight in a score
+  // across modalities (0: plain cosines). Chosen on the validation splits (docs/
+  // model-experiments.md, "Hubness-aware scoring").
+  int32_t hub_k = 10;
+  double hub_weight = 0.3;
+
   // The weight of an image's pull toward its neighbours' captions.
   double image_pull() const { return image_weight >= 0 ? image_weight : weight; }
 };
@@ -84,6 +103,8 @@ struct MemoryOverrides {
   std::optional<int32_t> k;
   std::optional<double> temperature, weight, image_weight, gate_low, gate_high;
   std::optional<double> recall_weight, recall_gate_low, recall_gate_high;
+  std::optional<int32_t> hub_k;
+  std::optional<double> hub_weight;
   MemorySettings applied_to(MemorySettings s) const {
     if (k) s.k = *k;
     if (temperature) s.temperature = *temperature;
@@ -94,6 +115,8 @@ struct MemoryOverrides {
     if (recall_weight) s.recall_weight = *recall_weight;
     if (recall_gate_low) s.recall_gate_low = *recall_gate_low;
     if (recall_gate_high) s.recall_gate_high = *recall_gate_high;
+    if (hub_k) s.hub_k = *hub_k;
+    if (hub_weight) s.hub_weight = *hub_weight;
     return s;
   }
 };
@@ -104,18 +127,26 @@ struct EmbeddingMemory {
   std::vector<float> text_keys;   // [n_texts, dim], unit rows
   std::vector<std::pair<int32_t, int32_t>> pairs;  // (image row, text row)
   MemorySettings settings;
+  // Hubness-aware scoring's banks (above): [n, dim] unit rows each, both empty or neither.
+  std::vector<float> text_bank, image_bank;
 
   int64_t n_images() const { return dim ? static_cast<int64_t>(image_keys.size()) / dim : 0; }
   int64_t n_texts() const { return dim ? static_cast<int64_t>(text_keys.size()) / dim : 0; }
+  bool has_hub_banks() const { return !text_bank.empty() && !image_bank.empty(); }
 };
+
+// Rows of each bank add_hub_banks draws (fewer where the memory has fewer distinct keys).
+constexpr int64_t kHubBankRows = 8192;
 
 // Throws Error::invalid_argument for settings out of range (k < 1, temperature <= 0,
 // weight < 0, image_weight neither -1 nor 0 or more, gate bounds outside -1 <= gate_low <=
-// gate_high <= 1, the same for recall_weight and the recall gate), naming the setting.
+// gate_high <= 1, the same for recall_weight and the recall gate, hub_k < 1, hub_weight < 0),
+// naming the setting.
 void check_memory_settings(const MemorySettings& settings);
 
 // Writes atomically (temporary file + rename). Throws Error::invalid_argument for an
-// inconsistent memory (shapes, pair rows out of range, an entry without a pair).
+// inconsistent memory (shapes, pair rows out of range, an entry without a pair, one bank
+// without the other).
 void write_memory(const std::string& path, const EmbeddingMemory& memory);
 
 // Throws Error::not_found / io / corrupt naming the file, Error::mismatch when its dimension

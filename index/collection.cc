@@ -17,7 +17,9 @@ namespace {
 namespace fs = std::filesystem;
 
 // Bump when the schema changes; a catalog from a newer version is refused, not guessed at.
-constexpr int64_t kSchemaVersion = 1;
+// 2: items.hub and texts.hub (hubness-aware scoring; a writer adds them to a version 1
+// catalog, whose rows then hold none).
+constexpr int64_t kSchemaVersion = 2;
 // How far a stored vector's L2 norm may stray from 1 (float32 rounding is ~1e-6).
 constexpr double kNormTolerance = 1e-3;
 
@@ -39,6 +41,7 @@ CREATE TABLE items (
   status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'stale')),
   error TEXT,
   vector BLOB,
+  hub REAL,
   CHECK ((status = 'ok') = (vector IS NOT NULL))
 );
 CREATE INDEX items_searchable ON items (id) WHERE status = 'ok';
@@ -46,7 +49,8 @@ CREATE TABLE texts (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   text TEXT NOT NULL UNIQUE,
   source TEXT NOT NULL,
-  vector BLOB
+  vector BLOB,
+  hub REAL
 );
 CREATE INDEX texts_searchable ON texts (id) WHERE vector IS NOT NULL;
 CREATE TABLE faiss_files (
@@ -66,18 +70,24 @@ END;
 CREATE TRIGGER items_delete_gen AFTER DELETE ON items WHEN old.status = 'ok' BEGIN
   UPDATE meta SET value = value + 1 WHERE key = 'images_generation';
 END;
-CREATE TRIGGER items_update_gen AFTER UPDATE OF id, status, vector ON items
-WHEN old.id IS NOT new.id OR old.status IS NOT new.status OR old.vector IS NOT new.vector BEGIN
-  UPDATE meta SET value = value + 1 WHERE key = 'images_generation';
-END;
 CREATE TRIGGER texts_insert_gen AFTER INSERT ON texts WHEN new.vector IS NOT NULL BEGIN
   UPDATE meta SET value = value + 1 WHERE key = 'texts_generation';
 END;
 CREATE TRIGGER texts_delete_gen AFTER DELETE ON texts WHEN old.vector IS NOT NULL BEGIN
   UPDATE meta SET value = value + 1 WHERE key = 'texts_generation';
 END;
-CREATE TRIGGER texts_update_gen AFTER UPDATE OF id, vector ON texts
-WHEN old.id IS NOT new.id OR old.vector IS NOT new.vector BEGIN
+)sql";
+
+// The triggers on updates, which count a changed hub too (schema 2; a version 1 catalog's
+// are replaced when it is upgraded).
+constexpr const char* kUpdateTriggers = R"sql(
+CREATE TRIGGER items_update_gen AFTER UPDATE OF id, status, vector, hub ON items
+WHEN old.id IS NOT new.id OR old.status IS NOT new.status OR old.vector IS NOT new.vector
+  OR old.hub IS NOT new.hub BEGIN
+  UPDATE meta SET value = value + 1 WHERE key = 'images_generation';
+END;
+CREATE TRIGGER texts_update_gen AFTER UPDATE OF id, vector, hub ON texts
+WHEN old.id IS NOT new.id OR old.vector IS NOT new.vector OR old.hub IS NOT new.hub BEGIN
   UPDATE meta SET value = value + 1 WHERE key = 'texts_generation';
 END;
 )sql";
@@ -104,6 +114,19 @@ bool has_table(SqliteDb& db, const std::string& name) {
   SqliteStatement st(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1");
   st.bind(1, name);
   return st.step();
+}
+
+// Version 1 -> 2 inside the caller's write transaction: the hub columns, NULL in every row
+// (documents embedded before hubness-aware scoring; a model with hub banks has another
+// fingerprint, so they are re-embedded before such a model searches them).
+void upgrade_schema(SqliteDb& db, int64_t from) {
+  if (from >= 2) return;
+  for (const char* table : {"items", "texts", "staged_items", "staged_texts"}) {
+    if (has_table(db, table)) db.exec(std::string("ALTER TABLE ") + table + " ADD COLUMN hub REAL");
+  }
+  db.exec("DROP TRIGGER IF EXISTS items_update_gen; DROP TRIGGER IF EXISTS texts_update_gen;");
+  db.exec(kUpdateTriggers);
+  set_meta(db, "schema_version", kSchemaVersion);
 }
 
 }  // namespace
@@ -203,6 +226,16 @@ TextRecord read_text(const SqliteStatement& st) {
   return {st.column_int64(0), st.column_text(1), st.column_text(2), st.column_int64(3) != 0};
 }
 
+void check_hubs(const std::vector<float>& hubs, size_t n, const std::string& what) {
+  if (!hubs.empty() && hubs.size() != n) {
+    throw Error::invalid_argument(what + ": " + std::to_string(n) + " texts came with " +
+                                  std::to_string(hubs.size()) + " hubs");
+  }
+  for (float h : hubs) {
+    if (!std::isfinite(h)) throw Error::invalid_argument(what + ": a hub is not finite");
+  }
+}
+
 void check_vector(const float* v, int32_t dim, const std::string& what) {
   double norm2 = 0;
   for (int32_t i = 0; i < dim; ++i) {
@@ -228,6 +261,7 @@ void check_item_write(const ItemWrite& w, int32_t dim, const std::string& what) 
                                     " values; expected " + std::to_string(dim));
     }
     check_vector(w.vector.data(), dim, what);
+    if (!std::isfinite(w.hub)) throw Error::invalid_argument(what + " has a non-finite hub");
   } else if (!w.vector.empty()) {
     throw Error::invalid_argument(what + " failed but comes with a vector");
   }
@@ -275,6 +309,7 @@ std::unique_ptr<Collection> Collection::open(const std::string& dir,
   impl->fingerprint = options.model_fingerprint;
   impl->dim = options.dim;
   impl->db = std::make_unique<SqliteDb>(catalog_path(dir), /*create=*/true, kBusyTimeoutMs);
+  impl->has_hubs = true;  // (created at, or upgraded to, the current schema below)
   SqliteDb& db = *impl->db;
   configure_connection(db);
 
@@ -285,6 +320,7 @@ std::unique_ptr<Collection> Collection::open(const std::string& dir,
       throw Error::corrupt("'" + db.path() + "' is a database but not an mmsearch catalog");
     }
     db.exec(kSchema);
+    db.exec(kUpdateTriggers);
     set_meta(db, "schema_version", kSchemaVersion);
     set_meta(db, "model_fingerprint", options.model_fingerprint);
     set_meta(db, "dim", static_cast<int64_t>(options.dim));
@@ -298,6 +334,7 @@ std::unique_ptr<Collection> Collection::open(const std::string& dir,
     if (other_model && !options.reembed) {
       throw Error::mismatch(model_mismatch(dir, meta, options.model_fingerprint, options.dim));
     }
+    upgrade_schema(db, meta.schema_version);
     if (!options.index_type.empty()) set_meta(db, "index_type", options.index_type);
     if (options.reembed) {
       // The catalog keeps answering in its own space; the new one is staged beside it.
@@ -339,6 +376,7 @@ std::unique_ptr<Collection> Collection::open_for_search(const std::string& dir,
       throw Error::mismatch(model_mismatch(dir, meta, model_fingerprint, 0));
     }
     impl->dim = static_cast<int32_t>(meta.dim);
+    impl->has_hubs = meta.schema_version >= 2;  // (a reader does not upgrade the catalog)
     txn.commit();
   };
   try {
@@ -505,12 +543,13 @@ std::vector<int64_t> Collection::upsert_items(const std::vector<ItemWrite>& item
   SqliteTransaction txn(db, /*immediate=*/true);
   SqliteStatement st(db, R"sql(
     INSERT INTO items (path, size, mtime_ns, content_hash, width, height, caption, status,
-                       error, vector)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                       error, vector, hub)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
     ON CONFLICT (path) DO UPDATE SET
       size = excluded.size, mtime_ns = excluded.mtime_ns, content_hash = excluded.content_hash,
       width = excluded.width, height = excluded.height, caption = excluded.caption,
-      status = excluded.status, error = excluded.error, vector = excluded.vector
+      status = excluded.status, error = excluded.error, vector = excluded.vector,
+      hub = excluded.hub
     RETURNING id)sql");
   std::vector<int64_t> ids;
   ids.reserve(items.size());
@@ -532,8 +571,9 @@ std::vector<int64_t> Collection::upsert_items(const std::vector<ItemWrite>& item
     st.bind(8, std::string(w.ok ? "ok" : "failed"));
     if (w.ok) {
       st.bind_null(9).bind_blob(10, w.vector.data(), w.vector.size() * sizeof(float));
+      st.bind_double(11, w.hub);
     } else {
-      st.bind(9, w.error).bind_null(10);
+      st.bind(9, w.error).bind_null(10).bind_null(11);
     }
     st.step();
     ids.push_back(st.column_int64(0));
@@ -562,7 +602,8 @@ int64_t Collection::remove_items(const std::vector<int64_t>& ids) {
 
 std::vector<int64_t> Collection::add_texts(const std::vector<std::string>& texts,
                                            const std::vector<float>& vectors,
-                                           const std::string& source) {
+                                           const std::string& source,
+                                           const std::vector<float>& hubs) {
   refuse_while_reembedding(*impl_, "add_texts");
   const int32_t dim = impl_->dim;
   if (vectors.size() != texts.size() * static_cast<size_t>(dim)) {
@@ -570,12 +611,14 @@ std::vector<int64_t> Collection::add_texts(const std::vector<std::string>& texts
                                   std::to_string(vectors.size()) + " vector values; expected " +
                                   std::to_string(texts.size()) + " x " + std::to_string(dim));
   }
+  check_hubs(hubs, texts.size(), "add_texts");
   std::lock_guard<std::mutex> lock(impl_->db_mutex);
   SqliteDb& db = *impl_->db;
   SqliteTransaction txn(db, /*immediate=*/true);
   SqliteStatement st(db, R"sql(
-    INSERT INTO texts (text, source, vector) VALUES (?1, ?2, ?3)
-    ON CONFLICT (text) DO UPDATE SET source = excluded.source, vector = excluded.vector
+    INSERT INTO texts (text, source, vector, hub) VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (text) DO UPDATE SET source = excluded.source, vector = excluded.vector,
+      hub = excluded.hub
     RETURNING id)sql");
   std::vector<int64_t> ids;
   ids.reserve(texts.size());
@@ -584,6 +627,7 @@ std::vector<int64_t> Collection::add_texts(const std::vector<std::string>& texts
     const float* v = vectors.data() + i * dim;
     check_vector(v, dim, "text " + std::to_string(i));
     st.bind(1, texts[i]).bind(2, source).bind_blob(3, v, dim * sizeof(float));
+    st.bind_double(4, hubs.empty() ? 0.0 : hubs[i]);
     st.step();
     ids.push_back(st.column_int64(0));
     st.reset();

@@ -83,6 +83,9 @@ struct ItemWrite {
   bool ok = true;
   std::string error;          // why it failed; only when !ok
   std::vector<float> vector;  // [dim] unit norm when ok; empty when !ok
+  // Its h for hubness-aware scoring (Embedder::image_hubs; encoders/memory.h) when ok; 0
+  // where the model has no hub banks.
+  float hub = 0;
 };
 
 struct TextRecord {
@@ -93,8 +96,10 @@ struct TextRecord {
 };
 
 struct SearchHit {
-  int64_t id = 0;     // catalog id: an item id for kImages, a text id for kTexts
-  float score = 0.f;  // inner product with the query, in [-1, 1]
+  int64_t id = 0;  // catalog id: an item id for kImages, a text id for kTexts
+  // Inner product with the query, in [-1, 1], less the query's hub weight times the hit's h
+  // where search() was given hub weights (hubness-aware scoring).
+  float score = 0.f;
 };
 
 // The search index in memory for one target.
@@ -170,12 +175,14 @@ class Collection {
 
   // ---- texts ------------------------------------------------------------------------------
 
-  // Stores texts with their vectors [n, dim] in one transaction; a text already stored keeps
-  // its id and takes the new vector and source. Returns the ids in order. Throws
-  // Error::invalid_argument for an empty text, a vectors size other than n * dim, or a vector
-  // that is not finite with unit norm.
+  // Stores texts with their vectors [n, dim] and their h ([n], Embedder::text_hubs; empty:
+  // 0) in one transaction; a text already stored keeps its id and takes the new vector, h
+  // and source. Returns the ids in order. Throws Error::invalid_argument for an empty text, a
+  // vectors size other than n * dim, a vector that is not finite with unit norm, or hubs of
+  // another size or not finite.
   std::vector<int64_t> add_texts(const std::vector<std::string>& texts,
-                                 const std::vector<float>& vectors, const std::string& source);
+                                 const std::vector<float>& vectors, const std::string& source,
+                                 const std::vector<float>& hubs = {});
   std::optional<TextRecord> text(int64_t id) const;
   std::vector<std::optional<TextRecord>> texts(const std::vector<int64_t>& ids) const;
   // Like list_items; pages through the texts.
@@ -204,8 +211,9 @@ class Collection {
   // Throws Error::invalid_argument for mismatched sizes or a bad vector, and when not
   // re-embedding.
   void stage_items(const std::vector<int64_t>& ids, const std::vector<ItemWrite>& writes);
-  // vectors: [ids.size(), reembed_dim()].
-  void stage_texts(const std::vector<int64_t>& ids, const std::vector<float>& vectors);
+  // vectors: [ids.size(), reembed_dim()]; hubs: [ids.size()] or empty (0).
+  void stage_texts(const std::vector<int64_t>& ids, const std::vector<float>& vectors,
+                   const std::vector<float>& hubs = {});
   // When nothing is left to stage: in one transaction, every item and text takes its staged
   // record, the catalog records the new model, and the collection is in the new space
   // (sync_indexes builds its search indexes). Returns false and changes nothing when
@@ -230,10 +238,17 @@ class Collection {
   // decreasing score (fewer when the target holds fewer vectors). Answers from the indexes
   // loaded by open_for_search / sync_indexes / reload_indexes: writes made since are not
   // seen, and a hit may name an item removed since (item(id) then returns nullopt). Throws
-  // Error::invalid_argument for k outside 1..kMaxSearchK, nq < 0 or non-finite queries;
-  // Error::unavailable when no index is loaded yet (open() without sync_indexes()).
+  // Error::invalid_argument for k outside 1..kMaxSearchK, nq < 0 or non-finite queries or
+  // hub weights; Error::unavailable when no index is loaded yet (open() without
+  // sync_indexes()).
+  //
+  // Hubness-aware scoring (encoders/memory.h): with hub_weights ([nq], each 0 or more), query
+  // q ranks a vector v by q.v - hub_weights[q] * h(v), h as stored with v, and exactly so on
+  // an exact (Flat) index: the index is asked for more candidates until no vector it has not
+  // returned could score above the k-th. On an approximate index, the candidates are the
+  // index's own (IVF, HNSW).
   std::vector<std::vector<SearchHit>> search(Target target, const float* queries, int64_t nq,
-                                             int32_t k) const;
+                                             int32_t k, const float* hub_weights = nullptr) const;
 
   // Throws Error::invalid_argument for values below 1.
   void set_search_params(const SearchParams& params);

@@ -18,8 +18,18 @@
 namespace mms {
 
 // A search index in memory and what it was built from.
+// Hubness-aware scoring: each searchable vector's h, by catalog id (encoders/memory.h).
+struct HubTable {
+  std::vector<int64_t> ids;  // increasing
+  std::vector<float> hubs;   // hubs[i] is ids[i]'s (0 where the catalog holds none)
+  float min = 0;             // the least of them
+  bool any = false;          // whether any is not 0
+  float of(int64_t id) const;
+};
+
 struct LoadedIndex {
   std::unique_ptr<faiss::Index> index;
+  std::shared_ptr<const HubTable> hubs;  // of the vectors `index` holds
   std::string index_type;  // as built
   FaissFileStamp stamp;    // of the file it came from or went to; empty when only in memory
   int64_t generation = -1;
@@ -33,6 +43,9 @@ struct Collection::Impl {
   // While re-embedding (open() with reembed for another model): the model being staged.
   std::string staged_fingerprint;
   int32_t staged_dim = 0;
+  // Whether the catalog has hub columns (schema 2; a reader leaves a version 1 catalog as is
+  // and sees them once a writer has upgraded it). Under db_mutex.
+  bool has_hubs = false;
 
   // Guards db and every statement run on it.
   mutable std::mutex db_mutex;
@@ -63,6 +76,8 @@ ItemRecord read_item(const SqliteStatement& st, const std::string& where);
 TextRecord read_text(const SqliteStatement& st);
 // Throws Error::invalid_argument naming `what` unless v[0..dim) is finite with unit norm.
 void check_vector(const float* v, int32_t dim, const std::string& what);
+// Throws Error::invalid_argument naming `what` unless hubs is empty or n finite values.
+void check_hubs(const std::vector<float>& hubs, size_t n, const std::string& what);
 // Throws Error::invalid_argument naming `what` for negative sizes, an ok record without a
 // [dim] unit vector, or a failed one with a vector.
 void check_item_write(const ItemWrite& w, int32_t dim, const std::string& what);

@@ -23,9 +23,10 @@ CREATE TABLE IF NOT EXISTS staged_items (
   status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'stale')),
   error TEXT,
   vector BLOB,
+  hub REAL,
   CHECK ((status = 'ok') = (vector IS NOT NULL))
 );
-CREATE TABLE IF NOT EXISTS staged_texts (id INTEGER PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS staged_texts (id INTEGER PRIMARY KEY, vector BLOB NOT NULL, hub REAL);
 )sql";
 
 // What is still to stage, as conditions on items and texts.
@@ -111,8 +112,8 @@ void Collection::stage_items(const std::vector<int64_t>& ids,
   SqliteTransaction txn(db, /*immediate=*/true);
   SqliteStatement st(db, R"sql(
     INSERT OR REPLACE INTO staged_items
-      (id, size, mtime_ns, content_hash, width, height, status, error, vector)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9))sql");
+      (id, size, mtime_ns, content_hash, width, height, status, error, vector, hub)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10))sql");
   for (size_t i = 0; i < ids.size(); ++i) {
     const ItemWrite& w = writes[i];
     const std::string what = "item " + std::to_string(ids[i]);
@@ -125,7 +126,7 @@ void Collection::stage_items(const std::vector<int64_t>& ids,
         .bind(6, static_cast<int64_t>(w.height));
     if (w.ok) {
       st.bind(7, std::string("ok")).bind_null(8);
-      st.bind_blob(9, w.vector.data(), w.vector.size() * sizeof(float));
+      st.bind_blob(9, w.vector.data(), w.vector.size() * sizeof(float)).bind_double(10, w.hub);
     } else {
       st.bind(7, std::string(w.error.empty() ? "stale" : "failed"));
       if (w.error.empty()) {
@@ -133,7 +134,7 @@ void Collection::stage_items(const std::vector<int64_t>& ids,
       } else {
         st.bind(8, w.error);
       }
-      st.bind_null(9);
+      st.bind_null(9).bind_null(10);
     }
     st.run();
     st.reset();
@@ -141,7 +142,8 @@ void Collection::stage_items(const std::vector<int64_t>& ids,
   txn.commit();
 }
 
-void Collection::stage_texts(const std::vector<int64_t>& ids, const std::vector<float>& vectors) {
+void Collection::stage_texts(const std::vector<int64_t>& ids, const std::vector<float>& vectors,
+                             const std::vector<float>& hubs) {
   require_reembedding(*impl_, "stage_texts");
   const int32_t dim = impl_->staged_dim;
   if (vectors.size() != ids.size() * static_cast<size_t>(dim)) {
@@ -150,14 +152,17 @@ void Collection::stage_texts(const std::vector<int64_t>& ids, const std::vector<
                                   " vector values; expected " + std::to_string(ids.size()) + " x " +
                                   std::to_string(dim));
   }
+  check_hubs(hubs, ids.size(), "stage_texts");
   std::lock_guard<std::mutex> lock(impl_->db_mutex);
   SqliteDb& db = *impl_->db;
   SqliteTransaction txn(db, /*immediate=*/true);
-  SqliteStatement st(db, "INSERT OR REPLACE INTO staged_texts (id, vector) VALUES (?1, ?2)");
+  SqliteStatement st(db,
+                     "INSERT OR REPLACE INTO staged_texts (id, vector, hub) VALUES (?1, ?2, ?3)");
   for (size_t i = 0; i < ids.size(); ++i) {
     const float* v = vectors.data() + i * dim;
     check_vector(v, dim, "text " + std::to_string(ids[i]));
-    st.bind(1, ids[i]).bind_blob(2, v, dim * sizeof(float)).run();
+    st.bind(1, ids[i]).bind_blob(2, v, dim * sizeof(float));
+    st.bind_double(3, hubs.empty() ? 0.0 : hubs[i]).run();
     st.reset();
   }
   txn.commit();
@@ -171,11 +176,12 @@ bool Collection::commit_reembed() {
   SqliteTransaction txn(db, /*immediate=*/true);
   if (count_of(db, "items", kPendingItems) + count_of(db, "texts", kPendingTexts) > 0) return false;
   db.exec(R"sql(
-    UPDATE items SET (size, mtime_ns, content_hash, width, height, status, error, vector) =
-      (SELECT size, mtime_ns, content_hash, width, height, status, error, vector
+    UPDATE items SET (size, mtime_ns, content_hash, width, height, status, error, vector, hub) =
+      (SELECT size, mtime_ns, content_hash, width, height, status, error, vector, hub
        FROM staged_items AS s WHERE s.id = items.id)
     WHERE status != 'failed';
-    UPDATE texts SET vector = (SELECT vector FROM staged_texts AS s WHERE s.id = texts.id);
+    UPDATE texts SET (vector, hub) =
+      (SELECT vector, hub FROM staged_texts AS s WHERE s.id = texts.id);
     DELETE FROM faiss_files;)sql");
   set_meta(db, "model_fingerprint", impl_->staged_fingerprint);
   set_meta(db, "dim", static_cast<int64_t>(impl_->staged_dim));

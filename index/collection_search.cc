@@ -30,18 +30,33 @@ struct TargetSpec {
   const char* file;
   const char* generation_key;
   const char* count_sql;
-  const char* vectors_sql;
+  const char* table;
+  const char* searchable;  // the condition on `table`'s rows that are searched
 };
 
 const TargetSpec& spec(Target target) {
-  static const TargetSpec kImages{"images", "images.faiss", "images_generation",
+  static const TargetSpec kImages{"images",
+                                  "images.faiss",
+                                  "images_generation",
                                   "SELECT COUNT(*) FROM items WHERE status = 'ok'",
-                                  "SELECT id, vector FROM items WHERE status = 'ok' ORDER BY id"};
-  static const TargetSpec kTexts{
-      "texts", "texts.faiss", "texts_generation",
-      "SELECT COUNT(*) FROM texts WHERE vector IS NOT NULL",
-      "SELECT id, vector FROM texts WHERE vector IS NOT NULL ORDER BY id"};
+                                  "items",
+                                  "status = 'ok'"};
+  static const TargetSpec kTexts{"texts",
+                                 "texts.faiss",
+                                 "texts_generation",
+                                 "SELECT COUNT(*) FROM texts WHERE vector IS NOT NULL",
+                                 "texts",
+                                 "vector IS NOT NULL"};
   return target == Target::kImages ? kImages : kTexts;
+}
+
+// "SELECT id, <columns> FROM <table> WHERE <searchable> ORDER BY id"; a catalog without hub
+// columns (schema 1, read by a searcher; has_hubs false) gives NULL for hub.
+std::string searchable_sql(bool has_hubs, const TargetSpec& t, const std::string& columns) {
+  std::string cols = columns;
+  const size_t at = cols.find("hub");
+  if (!has_hubs && at != std::string::npos) cols.replace(at, 3, "NULL");
+  return "SELECT id, " + cols + " FROM " + t.table + " WHERE " + t.searchable + " ORDER BY id";
 }
 
 constexpr Target kTargets[] = {Target::kImages, Target::kTexts};
@@ -65,16 +80,28 @@ struct CatalogState {
   int64_t generation = 0;
   int64_t count = 0;
   std::optional<FaissRow> row;
-  std::vector<int64_t> ids;    // only when read with vectors
-  std::vector<float> vectors;  // [count, dim]
+  std::vector<int64_t> ids;    // only when read with vectors or hubs
+  std::vector<float> vectors;  // [count, dim], only when read with vectors
+  std::vector<float> hubs;     // [count], when read with vectors or hubs
 };
+
+enum class Read { kCount, kHubs, kVectors };
+
+std::shared_ptr<const HubTable> hub_table(std::vector<int64_t> ids, std::vector<float> hubs) {
+  auto t = std::make_shared<HubTable>();
+  t->ids = std::move(ids);
+  t->hubs = std::move(hubs);
+  for (float h : t->hubs) t->any = t->any || h != 0;
+  if (!t->hubs.empty()) t->min = *std::min_element(t->hubs.begin(), t->hubs.end());
+  return t;
+}
 
 // The factory string to build for `count` vectors when `requested` was asked for.
 std::string resolve_index_type(const std::string& requested, int64_t count) {
   return requested == "auto" ? Collection::auto_index_type(count) : requested;
 }
 
-CatalogState read_state(Collection::Impl& impl, Target target, bool with_vectors) {
+CatalogState read_state(Collection::Impl& impl, Target target, Read what) {
   const TargetSpec& t = spec(target);
   std::lock_guard<std::mutex> lock(impl.db_mutex);
   SqliteDb& db = *impl.db;
@@ -83,10 +110,12 @@ CatalogState read_state(Collection::Impl& impl, Target target, bool with_vectors
   {
     SqliteStatement st(db,
                        "SELECT key, value FROM meta WHERE key IN "
-                       "('model_fingerprint', 'dim', 'index_type', ?1)");
+                       "('model_fingerprint', 'dim', 'index_type', 'schema_version', ?1)");
     st.bind(1, std::string(t.generation_key));
     while (st.step()) {
       const std::string key = st.column_text(0);
+      // A reader of a version 1 catalog sees the hub columns once a writer has added them.
+      if (key == "schema_version") impl.has_hubs = st.column_int64(1) >= 2;
       if (key == "model_fingerprint") s.model = st.column_text(1);
       if (key == "dim") s.dim = st.column_int64(1);
       if (key == "index_type") s.index_type = st.column_text(1);
@@ -110,12 +139,19 @@ CatalogState read_state(Collection::Impl& impl, Target target, bool with_vectors
       s.row = std::move(row);
     }
   }
-  if (!with_vectors) {
+  if (what == Read::kCount) {
     SqliteStatement st(db, t.count_sql);
     st.step();
     s.count = st.column_int64(0);
+  } else if (what == Read::kHubs) {
+    SqliteStatement st(db, searchable_sql(impl.has_hubs, t, "hub"));
+    while (st.step()) {
+      s.ids.push_back(st.column_int64(0));
+      s.hubs.push_back(static_cast<float>(st.column_double(1)));
+    }
+    s.count = static_cast<int64_t>(s.ids.size());
   } else if (s.model == impl.fingerprint && s.dim == impl.dim) {
-    SqliteStatement st(db, t.vectors_sql);
+    SqliteStatement st(db, searchable_sql(impl.has_hubs, t, "vector, hub"));
     const size_t bytes = static_cast<size_t>(impl.dim) * sizeof(float);
     while (st.step()) {
       size_t size = 0;
@@ -126,6 +162,7 @@ CatalogState read_state(Collection::Impl& impl, Target target, bool with_vectors
                              " bytes, not " + std::to_string(bytes));
       }
       s.ids.push_back(st.column_int64(0));
+      s.hubs.push_back(static_cast<float>(st.column_double(2)));
       const size_t at = s.vectors.size();
       s.vectors.resize(at + impl.dim);
       std::memcpy(s.vectors.data() + at, blob, bytes);
@@ -234,33 +271,46 @@ void swap_in(Collection::Impl& impl, Target target, LoadedIndex next) {
   }
 }
 
+// Loads the target's FAISS file at `path` with the catalog's hubs when the catalog's record
+// of it is current and its bytes verify; returns whether it did.
+bool load_verified(Collection::Impl& impl, Target target, const std::string& path) {
+  CatalogState s = read_state(impl, target, Read::kHubs);
+  if (s.model != impl.fingerprint || s.dim != impl.dim || !row_is_current(impl, s)) return false;
+  auto index = read_verified_faiss_file(path, s.row->stamp, impl.dim, s.count);
+  if (!index) return false;
+  swap_in(impl, target,
+          {std::move(index), hub_table(std::move(s.ids), std::move(s.hubs)), s.row->index_type,
+           s.row->stamp, s.generation, nullptr});
+  return true;
+}
+
 void sync_target(Collection::Impl& impl, Target target, bool best_effort) {
   const std::string path = (fs::path(impl.dir) / spec(target).file).string();
-  const CatalogState s = read_state(impl, target, /*with_vectors=*/false);
+  const CatalogState s = read_state(impl, target, Read::kCount);
   check_model(impl, s);
   if (row_is_current(impl, s)) {
     const LoadedIndex& current = impl.loaded[static_cast<int>(target)];
     if (current.index && current.generation == s.row->generation && current.stamp == s.row->stamp) {
       if (stamp_faiss_file(path) == s.row->stamp) return;  // loaded, and the file is intact
-    } else if (auto index = read_verified_faiss_file(path, s.row->stamp, impl.dim, s.count)) {
-      swap_in(impl, target,
-              {std::move(index), s.row->index_type, s.row->stamp, s.generation, nullptr});
+    } else if (load_verified(impl, target, path)) {
       return;
     }
   }
   // Missing, stale or damaged: rebuild from the stored vectors.
-  CatalogState fresh = read_state(impl, target, /*with_vectors=*/true);
+  CatalogState fresh = read_state(impl, target, Read::kVectors);
   check_model(impl, fresh);
   BuiltIndex built = build_faiss_index(resolve_index_type(fresh.index_type, fresh.count), impl.dim,
                                        fresh.vectors, fresh.ids);
   fresh.vectors = {};
+  auto hubs = hub_table(std::move(fresh.ids), std::move(fresh.hubs));
   FaissFileStamp stamp;
   try {
     stamp = persist(impl, target, built, fresh);
   } catch (const Error&) {
     if (!best_effort) throw;
   }
-  swap_in(impl, target, {std::move(built.index), built.type, stamp, fresh.generation, nullptr});
+  swap_in(impl, target,
+          {std::move(built.index), std::move(hubs), built.type, stamp, fresh.generation, nullptr});
 }
 
 }  // namespace
@@ -288,24 +338,60 @@ bool Collection::reload_indexes() {
   std::lock_guard<std::mutex> lock(impl.sync_mutex);
   bool changed = false;
   for (Target target : kTargets) {
-    const CatalogState s = read_state(impl, target, /*with_vectors=*/false);
+    const CatalogState s = read_state(impl, target, Read::kCount);
     if (s.model != impl.fingerprint || s.dim != impl.dim || !row_is_current(impl, s)) continue;
     const LoadedIndex& current = impl.loaded[static_cast<int>(target)];
     if (current.index && current.generation == s.row->generation && current.stamp == s.row->stamp) {
       continue;
     }
     const std::string path = (fs::path(impl.dir) / spec(target).file).string();
-    if (auto index = read_verified_faiss_file(path, s.row->stamp, impl.dim, s.count)) {
-      swap_in(impl, target,
-              {std::move(index), s.row->index_type, s.row->stamp, s.generation, nullptr});
-      changed = true;
-    }
+    changed = load_verified(impl, target, path) || changed;
   }
   return changed;
 }
 
+float HubTable::of(int64_t id) const {
+  const auto it = std::lower_bound(ids.begin(), ids.end(), id);
+  return it != ids.end() && *it == id ? hubs[it - ids.begin()] : 0.f;
+}
+
+namespace {
+
+// The index's n best candidates of each query, by inner product: [nq, n] scores and ids.
+void candidates(const LoadedIndex& loaded, const float* queries, int64_t nq, int64_t n,
+                std::vector<float>& scores, std::vector<int64_t>& ids) {
+  scores.assign(static_cast<size_t>(nq * n), 0.f);
+  ids.assign(static_cast<size_t>(nq * n), -1);
+  if (loaded.flat && nq <= FlatShortcut::kMaxQueries) {
+    loaded.flat->search(queries, nq, n, scores.data(), ids.data());
+  } else {
+    search_faiss(*loaded.index, queries, nq, n, scores.data(), ids.data());
+  }
+}
+
+// The k best of n candidates (scores best first, ids -1 for none) by score - weight * h,
+// into `out`. Returns whether they are provably the k best of the whole index: when every
+// vector was a candidate, or when no vector left out (whose inner product is at most the
+// last candidate's) could score above the k-th even with the least h.
+bool rerank(const float* scores, const int64_t* ids, int64_t n, int64_t k, float weight,
+            const HubTable& hubs, int64_t total, std::vector<SearchHit>& out) {
+  out.clear();
+  for (int64_t j = 0; j < n; ++j) {
+    if (ids[j] >= 0) out.push_back({ids[j], scores[j] - weight * hubs.of(ids[j])});
+  }
+  std::stable_sort(out.begin(), out.end(),
+                   [](const SearchHit& a, const SearchHit& b) { return a.score > b.score; });
+  if (static_cast<int64_t>(out.size()) > k) out.resize(static_cast<size_t>(k));
+  if (n >= total || ids[n - 1] < 0) return true;
+  if (static_cast<int64_t>(out.size()) < k) return false;
+  return out.back().score >= scores[n - 1] - weight * hubs.min;
+}
+
+}  // namespace
+
 std::vector<std::vector<SearchHit>> Collection::search(Target target, const float* queries,
-                                                       int64_t nq, int32_t k) const {
+                                                       int64_t nq, int32_t k,
+                                                       const float* hub_weights) const {
   if (k < 1 || k > kMaxSearchK) {
     throw Error::invalid_argument("k = " + std::to_string(k) + " is outside 1.." +
                                   std::to_string(kMaxSearchK));
@@ -320,6 +406,12 @@ std::vector<std::vector<SearchHit>> Collection::search(Target target, const floa
                                     " has a non-finite component");
     }
   }
+  for (int64_t q = 0; hub_weights && q < nq; ++q) {
+    if (!(hub_weights[q] >= 0) || !std::isfinite(hub_weights[q])) {
+      throw Error::invalid_argument("query " + std::to_string(q) + " has hub weight " +
+                                    std::to_string(hub_weights[q]) + "; it must be 0 or more");
+    }
+  }
   std::shared_lock<std::shared_mutex> lock(impl_->search_mutex);
   const LoadedIndex& loaded = impl_->loaded[static_cast<int>(target)];
   if (!loaded.index) {
@@ -327,19 +419,38 @@ std::vector<std::vector<SearchHit>> Collection::search(Target target, const floa
                              "' has no search index loaded; call sync_indexes() after writing");
   }
   std::vector<std::vector<SearchHit>> hits(static_cast<size_t>(nq));
-  const int64_t kk = std::min<int64_t>(k, loaded.index->ntotal);
+  const int64_t total = loaded.index->ntotal;
+  const int64_t kk = std::min<int64_t>(k, total);
   if (nq == 0 || kk == 0) return hits;
-  std::vector<float> scores(static_cast<size_t>(nq * kk));
-  std::vector<int64_t> ids(static_cast<size_t>(nq * kk));
-  if (loaded.flat && nq <= FlatShortcut::kMaxQueries) {
-    loaded.flat->search(queries, nq, kk, scores.data(), ids.data());
-  } else {
-    search_faiss(*loaded.index, queries, nq, kk, scores.data(), ids.data());
-  }
+  const HubTable* hubs = loaded.hubs && loaded.hubs->any ? loaded.hubs.get() : nullptr;
+  auto weight = [&](int64_t q) { return hubs && hub_weights ? hub_weights[q] : 0.f; };
+  // With hub weights, more candidates than k to rerank (a few times k covers nearly every
+  // query: near neighbours' penalties differ by a tenth at most with the shipped model), more
+  // where that does not prove the answer.
+  bool any_weight = false;
+  for (int64_t q = 0; q < nq; ++q) any_weight = any_weight || weight(q) > 0;
+  const int64_t n = any_weight ? std::min(total, std::max<int64_t>(4 * kk, kk + 64)) : kk;
+  std::vector<float> scores;
+  std::vector<int64_t> ids;
+  candidates(loaded, queries, nq, n, scores, ids);
   for (int64_t q = 0; q < nq; ++q) {
-    for (int64_t j = 0; j < kk; ++j) {
-      const int64_t id = ids[q * kk + j];
-      if (id >= 0) hits[q].push_back({id, scores[q * kk + j]});
+    if (weight(q) == 0) {
+      for (int64_t j = 0; j < kk; ++j) {
+        const int64_t id = ids[q * n + j];
+        if (id >= 0) hits[q].push_back({id, scores[q * n + j]});
+      }
+      continue;
+    }
+    int64_t m = n;
+    const float* s = scores.data() + q * n;
+    const int64_t* i = ids.data() + q * n;
+    std::vector<float> more_scores;
+    std::vector<int64_t> more_ids;
+    while (!rerank(s, i, m, kk, weight(q), *hubs, total, hits[q])) {
+      m = std::min(total, 4 * m);
+      candidates(loaded, queries + q * impl_->dim, 1, m, more_scores, more_ids);
+      s = more_scores.data();
+      i = more_ids.data();
     }
   }
   return hits;

@@ -168,10 +168,14 @@ void embed_files(const std::vector<FoundFile>& files, const Embedder& embedder,
         ok_rows.empty()
             ? std::vector<float>()
             : embedder.embed_pixels(pixels.data(), static_cast<int64_t>(ok_rows.size()));
+    // Each image's h for hubness-aware scoring, stored beside its vector (encoders/memory.h).
+    const std::vector<float> hubs =
+        embedder.image_hubs(vectors.data(), static_cast<int64_t>(ok_rows.size()));
     const size_t dim = static_cast<size_t>(embedder.dim());
     for (size_t r = 0; r < ok_rows.size(); ++r) {
       decoded[ok_rows[r]].write.vector.assign(vectors.begin() + r * dim,
                                               vectors.begin() + (r + 1) * dim);
+      decoded[ok_rows[r]].write.hub = hubs[r];
     }
     s.encode_seconds += since(t_encode);
 
@@ -316,8 +320,10 @@ ReembedSummary reembed_collection(Collection& collection, const Embedder& embedd
       }
       const auto t_encode = Clock::now();
       const std::vector<float> vectors = embedder.embed_texts(texts);
+      const std::vector<float> hubs =
+          embedder.text_hubs(vectors.data(), static_cast<int64_t>(texts.size()));
       r.items.encode_seconds += since(t_encode);
-      collection.stage_texts(ids, vectors);
+      collection.stage_texts(ids, vectors, hubs);
       r.texts += static_cast<int64_t>(page.size());
     }
   } while (!collection.commit_reembed());

@@ -342,12 +342,26 @@ std::vector<SearchResult> search_filtered(const Collection& collection, SearchTa
 
 std::vector<SearchResult> search_query(const Collection& collection,
                                        const std::vector<float>& query, SearchTarget target,
-                                       int32_t k, const QueryFilters& filters) {
+                                       int32_t k, const QueryFilters& filters, float hub_weight) {
   const auto where =
       target == SearchTarget::kImages ? Collection::Target::kImages : Collection::Target::kTexts;
   return search_filtered(collection, target, k, filters, [&](int32_t fetch) {
-    return collection.search(where, query.data(), 1, fetch).at(0);
+    return collection.search(where, query.data(), 1, fetch, &hub_weight).at(0);
   });
+}
+
+float query_hub_weight(const std::vector<QueryTerm>& terms, SearchTarget target,
+                       float model_weight) {
+  double across = 0, all = 0;
+  for (const QueryTerm& t : terms) {
+    const double w = std::fabs(t.weight);
+    all += w;
+    const bool text = t.kind == QueryTerm::Kind::kText;
+    const bool image = t.kind == QueryTerm::Kind::kImage || t.kind == QueryTerm::Kind::kItem ||
+                       (t.kind == QueryTerm::Kind::kVector && t.from_image);
+    if (target == SearchTarget::kImages ? text : image) across += w;
+  }
+  return all > 0 ? static_cast<float>(model_weight * across / all) : 0.f;
 }
 
 }  // namespace mms

@@ -34,6 +34,7 @@ struct QueryTerm {
   std::string text;           // kText: the text; kImage / kVector from the syntax: the file
   int64_t item = 0;           // kItem: an item id of the collection
   std::vector<float> vector;  // kVector given as values: [dim], any non-zero norm
+  bool from_image = false;    // kVector: an image's embedding (an uploaded image), not raw
 };
 
 // Parses the syntax above. Throws Error::invalid_argument naming the position and what was
@@ -57,6 +58,14 @@ std::vector<float> read_vector_file(const std::string& path);
 // or one without a vector (failed, or stale).
 std::vector<float> compose_query(const Collection& collection, const std::vector<QueryTerm>& terms,
                                  const TermEmbedder& embedder);
+
+// Hubness-aware scoring (encoders/memory.h): the hub weight of a query of `terms` over
+// `target`, for Collection::search: `model_weight` (Embedder::hub_weight) times the share,
+// by absolute weight, of its terms of the other modality (texts over images; images and
+// items over texts, and vectors from_image); raw vectors are of neither. A text query over images
+// takes the whole weight, an example image over images none.
+float query_hub_weight(const std::vector<QueryTerm>& terms, SearchTarget target,
+                       float model_weight);
 
 struct QueryFilters {
   std::optional<float> min_score;  // drop results scoring below it (in [-1, 1])
@@ -84,9 +93,11 @@ std::vector<SearchResult> search_filtered(const Collection& collection, SearchTa
                                           int32_t k, const QueryFilters& filters,
                                           const HitFetcher& fetch);
 
-// search_filtered with Collection::search as the fetcher.
+// search_filtered with Collection::search as the fetcher (with the query's hub weight,
+// query_hub_weight).
 std::vector<SearchResult> search_query(const Collection& collection,
                                        const std::vector<float>& query, SearchTarget target,
-                                       int32_t k, const QueryFilters& filters);
+                                       int32_t k, const QueryFilters& filters,
+                                       float hub_weight = 0);
 
 }  // namespace mms

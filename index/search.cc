@@ -26,8 +26,8 @@ std::vector<float> embed_image_query(const Embedder& embedder, const std::string
 
 std::vector<SearchResult> search_collection(const Collection& collection,
                                             const std::vector<float>& query, SearchTarget target,
-                                            int32_t k) {
-  return search_query(collection, query, target, k, QueryFilters{});
+                                            int32_t k, float hub_weight) {
+  return search_query(collection, query, target, k, QueryFilters{}, hub_weight);
 }
 
 std::vector<SearchResult> resolve_hits(const Collection& collection,

@@ -19,7 +19,7 @@ SearchTarget parse_search_target(const std::string& name);
 
 struct SearchResult {
   int64_t id = 0;
-  float score = 0;                  // inner product of unit vectors (cosine similarity)
+  float score = 0;  // cosine similarity, less the hub penalty across modalities (Collection)
   std::string path;                 // images: the file
   std::string text;                 // texts: the text
   std::string caption;              // images: the attached caption, if any
@@ -36,9 +36,10 @@ std::vector<float> embed_image_query(const Embedder& embedder, const std::string
 std::vector<SearchResult> resolve_hits(const Collection& collection,
                                        const std::vector<SearchHit>& hits, SearchTarget target);
 
-// The k best items (or texts) for `query`, best first.
+// The k best items (or texts) for `query`, best first; hub_weight as Collection::search's
+// (hubness-aware scoring: Embedder::hub_weight() for a query of the other modality).
 std::vector<SearchResult> search_collection(const Collection& collection,
                                             const std::vector<float>& query, SearchTarget target,
-                                            int32_t k);
+                                            int32_t k, float hub_weight = 0);
 
 }  // namespace mms

@@ -117,6 +117,12 @@ SqliteStatement& SqliteStatement::bind(int index, int64_t value) {
   return *this;
 }
 
+SqliteStatement& SqliteStatement::bind_double(int index, double value) {
+  const int rc = sqlite3_bind_double(stmt_, index, value);
+  if (rc != SQLITE_OK) db_.fail(rc, "cannot bind a value");
+  return *this;
+}
+
 SqliteStatement& SqliteStatement::bind(int index, const std::string& value) {
   const int rc =
       sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
@@ -159,6 +165,10 @@ bool SqliteStatement::is_null(int column) const {
 
 int64_t SqliteStatement::column_int64(int column) const {
   return sqlite3_column_int64(stmt_, column);
+}
+
+double SqliteStatement::column_double(int column) const {
+  return sqlite3_column_double(stmt_, column);
 }
 
 std::string SqliteStatement::column_text(int column) const {

@@ -52,6 +52,7 @@ class SqliteStatement {
   SqliteStatement& bind(int index, const std::string& value);
   SqliteStatement& bind_blob(int index, const void* data, size_t size);
   SqliteStatement& bind_null(int index);
+  SqliteStatement& bind_double(int index, double value);
 
   // Advances to the next row: true when there is one, false when done.
   bool step();
@@ -62,6 +63,7 @@ class SqliteStatement {
 
   bool is_null(int column) const;
   int64_t column_int64(int column) const;
+  double column_double(int column) const;  // 0 for NULL
   std::string column_text(int column) const;
   // The bytes of a BLOB column (empty for NULL); valid until the next step or reset.
   const void* column_blob(int column, size_t* size) const;

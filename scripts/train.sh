@@ -115,6 +115,7 @@ def figures(suffix):
         acc = m.pop("zero_shot_acc", None)
         m.pop("zero_shot_classes", None)
         m.pop("memory", None)
+        m.pop("hub_weight", None)
         out[name] = m
         if acc is not None:
             out[f"{name}_zero_shot_acc"] = acc

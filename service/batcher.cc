@@ -46,6 +46,7 @@ struct SearchJob : Outcome<std::vector<SearchHit>> {
   Collection::Target target;
   std::vector<float> query;
   int32_t k;
+  float hub_weight = 0;
 };
 
 // One kind of job's queue. Touched only on the dispatcher thread, so it needs no lock.
@@ -196,9 +197,14 @@ struct Batcher::Impl {
       batch[i]->result.embedding.assign(vectors.begin() + i * dim, vectors.begin() + (i + 1) * dim);
     }
     if (observer) observer("search", static_cast<int64_t>(batch.size()));
+    // A text query: across modalities over images (hubness-aware scoring), not over texts.
+    const float across = embedder.hub_weight();
     search_groups(
         batch,
         [](const TextSearchJob& job) -> const std::vector<float>& { return job.result.embedding; },
+        [across](const TextSearchJob& job) {
+          return job.target == Collection::Target::kImages ? across : 0.f;
+        },
         [](TextSearchJob& job, std::vector<SearchHit> hits) { job.result.hits = std::move(hits); });
   }
 
@@ -220,24 +226,28 @@ struct Batcher::Impl {
   void run(std::vector<std::shared_ptr<SearchJob>>& batch) {
     search_groups(
         batch, [](const SearchJob& job) -> const std::vector<float>& { return job.query; },
+        [](const SearchJob& job) { return job.hub_weight; },
         [](SearchJob& job, std::vector<SearchHit> hits) { job.result = std::move(hits); });
   }
 
   // Jobs with the same target and k share one Collection::search; a group that fails fails
-  // its jobs only. query(job) is the job's [dim] query; found(job, hits) takes its hits.
-  template <typename Job, typename Query, typename Found>
-  void search_groups(std::vector<std::shared_ptr<Job>>& batch, Query query, Found found) {
+  // its jobs only. query(job) is the job's [dim] query, hub_weight(job) its hub weight;
+  // found(job, hits) takes its hits.
+  template <typename Job, typename Query, typename HubWeight, typename Found>
+  void search_groups(std::vector<std::shared_ptr<Job>>& batch, Query query, HubWeight hub_weight,
+                     Found found) {
     std::map<std::pair<Collection::Target, int32_t>, std::vector<std::shared_ptr<Job>>> groups;
     for (const auto& job : batch) groups[{job->target, job->k}].push_back(job);
     for (auto& [key, jobs] : groups) {
       try {
-        std::vector<float> queries;
+        std::vector<float> queries, hub_weights;
         for (const auto& job : jobs) {
           const std::vector<float>& q = query(*job);
           queries.insert(queries.end(), q.begin(), q.end());
+          hub_weights.push_back(hub_weight(*job));
         }
         auto hits = collection.search(key.first, queries.data(), static_cast<int64_t>(jobs.size()),
-                                      key.second);
+                                      key.second, hub_weights.data());
         for (size_t i = 0; i < jobs.size(); ++i) found(*jobs[i], std::move(hits.at(i)));
       } catch (...) {
         fail_all(jobs, std::current_exception());
@@ -322,12 +332,14 @@ std::future<std::vector<float>> Batcher::embed_image(std::vector<float> pixels) 
 }
 
 std::future<std::vector<SearchHit>> Batcher::search(Collection::Target target,
-                                                    std::vector<float> query, int32_t k) {
+                                                    std::vector<float> query, int32_t k,
+                                                    float hub_weight) {
   impl_->reserve_slot();
   auto job = std::make_shared<SearchJob>();
   job->target = target;
   job->query = std::move(query);
   job->k = k;
+  job->hub_weight = hub_weight;
   auto result = job->done.get_future();
   impl_->enqueue(impl_->searches, std::move(job));
   return result;

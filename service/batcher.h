@@ -55,16 +55,17 @@ class Batcher {
   std::future<std::vector<float>> embed_image(std::vector<float> pixels);
   // A tokenized text's embedding and, in the same pass of the worker, its `k` best hits in
   // `target` (the text search of the HTTP service: one hand-off instead of two, and the
-  // searches of a text batch run as one batch too).
+  // searches of a text batch run as one batch too), over images with the model's hub weight.
   struct EmbeddedSearch {
     std::vector<float> embedding;
     std::vector<SearchHit> hits;
   };
   std::future<EmbeddedSearch> embed_and_search(std::vector<int32_t> ids, Collection::Target target,
                                                int32_t k);
-  // query: [dim] unit norm. Jobs with the same target and k share one Collection::search.
+  // query: [dim] unit norm; hub_weight as Collection::search's. Jobs with the same target and
+  // k share one Collection::search.
   std::future<std::vector<SearchHit>> search(Collection::Target target, std::vector<float> query,
-                                             int32_t k);
+                                             int32_t k, float hub_weight = 0);
 
   // Jobs queued or running now (a finished job leaves the count before its future is ready).
   int64_t queue_depth() const;

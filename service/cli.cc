@@ -122,6 +122,14 @@ void add_memory_settings(CLI::App* cmd, const std::string& prefix, MemoryOverrid
                   help("Similarity from which it is recognised by the whole recall weight",
                        d.recall_gate_high))
       ->check(CLI::Range(-1.0, 1.0));
+  cmd->add_option(prefix + "hub-k", m.hub_k,
+                  help("Bank neighbours that make a document's hubness h", d.hub_k))
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option(prefix + "hub-weight", m.hub_weight,
+                  help("Weight of h in a score across modalities: cosine - weight * h (0: plain "
+                       "cosines)",
+                       d.hub_weight))
+      ->check(CLI::NonNegativeNumber);
 }
 
 void add_threads(CLI::App* cmd, Options& o) {

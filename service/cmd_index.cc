@@ -135,7 +135,8 @@ void run_add_texts(const AddTextsCommand& c) {
   const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir);
   const std::unique_ptr<Collection> collection = open_collection(c.index_dir, *embedder, "");
   const std::vector<float> vectors = embedder->embed_texts(texts);
-  collection->add_texts(texts, vectors, c.file);
+  collection->add_texts(texts, vectors, c.file,
+                        embedder->text_hubs(vectors.data(), static_cast<int64_t>(texts.size())));
   collection->sync_indexes();
   std::cout << "added " << texts.size() << " texts; the index holds " << collection->text_count()
             << "\n";
@@ -225,7 +226,9 @@ void run_search(const SearchCommand& c) {
   }
   filters.dedup = c.dedup;
   filters.dedup_threshold = c.dedup_threshold;
-  const std::vector<SearchResult> hits = search_query(*collection, query, target, c.k, filters);
+  const std::vector<SearchResult> hits =
+      search_query(*collection, query, target, c.k, filters,
+                   query_hub_weight(terms, target, embedder->hub_weight()));
   const double took_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (c.json) {

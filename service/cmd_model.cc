@@ -52,6 +52,11 @@ std::vector<float> gather_rows(const std::vector<float>& emb, int32_t dim,
 // names, as JSON; prints the summary and the best and worst keywords. `stored_emb` holds the
 // embedding of every store row (run_eval decodes and encodes each image once), `store_index`
 // maps an image path to its row.
+// Rows of an [n, dim] embedding matrix.
+int64_t gallery_rows(const std::vector<float>& embeddings, const Embedder& embedder) {
+  return static_cast<int64_t>(embeddings.size()) / embedder.dim();
+}
+
 std::string eval_queries(const Embedder& embedder, const std::vector<Pair>& pairs, Split split,
                          const EvalCommand& c, const ImageStore& store,
                          const std::unordered_map<std::string, size_t>& store_index,
@@ -76,8 +81,10 @@ std::string eval_queries(const Embedder& embedder, const std::vector<Pair>& pair
     for (const std::string& t : options.templates) texts.push_back(fill_template(t, k));
   }
   const std::vector<float> query_emb = embedder.embed_texts(texts);
+  const int64_t n_images = static_cast<int64_t>(queries.images.size());
   const QueryMetrics m =
-      query_metrics(queries, image_emb, query_emb, embedder.dim(), options.templates);
+      query_metrics(queries, image_emb, query_emb, embedder.dim(), options.templates,
+                    embedder.hub_weight(), embedder.image_hubs(image_emb.data(), n_images));
   std::printf("natural queries: %zu keywords x %zu templates\n", queries.keywords.size(),
               options.templates.size());
   std::printf("%-22s %8s %8s %8s\n", "", "P@10", "mAP@100", "images");
@@ -180,9 +187,17 @@ void run_eval(const EvalCommand& c) {
   for (const std::string& image : gallery.images) rows.push_back(store_index.at(image));
   const std::vector<float> image_emb = gather_rows(stored_emb, embedder->dim(), rows);
   const std::vector<float> text_emb = embedder->embed_texts(gallery.texts);
-  const RetrievalMetrics m = retrieval_metrics(image_emb, text_emb, embedder->dim(), gallery);
+  // Ranked as search ranks them: across modalities, with the memory's hub penalty if any.
+  HubPenalty hubs;
+  hubs.weight = embedder->hub_weight();
+  if (hubs.weight != 0) {
+    hubs.images = embedder->image_hubs(image_emb.data(), gallery_rows(image_emb, *embedder));
+    hubs.texts = embedder->text_hubs(text_emb.data(), gallery_rows(text_emb, *embedder));
+  }
+  const RetrievalMetrics m = retrieval_metrics(image_emb, text_emb, embedder->dim(), gallery, hubs);
   nlohmann::json out = nlohmann::json::parse(retrieval_metrics_to_json(m));
   out["memory"] = embedder->uses_memory();
+  out["hub_weight"] = hubs.weight;
 
   // Zero-shot classification where the manifest carries class labels.
   const ZeroShotTask task = zero_shot_task(gallery);
@@ -202,8 +217,10 @@ void run_eval(const EvalCommand& c) {
       std::vector<std::string> prompts;
       for (const std::string& cls : task.classes) prompts.push_back(zero_shot_prompt(tmpl, cls));
       prompt_sets.push_back(embedder->embed_texts(prompts));
-      const double acc =
-          zero_shot_accuracy(image_emb, prompt_sets.back(), embedder->dim(), task.labels);
+      const double acc = zero_shot_accuracy(
+          image_emb, prompt_sets.back(), embedder->dim(), task.labels, hubs.weight,
+          embedder->text_hubs(prompt_sets.back().data(),
+                              gallery_rows(prompt_sets.back(), *embedder)));
       per_template.push_back({{"template", tmpl}, {"acc", acc}});
       std::printf("zero-shot classification over %zu classes, '%s': %.2f%%\n", task.classes.size(),
                   tmpl.c_str(), acc);
@@ -211,8 +228,10 @@ void run_eval(const EvalCommand& c) {
     out["zero_shot_classes"] = task.classes.size();
     out["zero_shot_acc"] = per_template[0]["acc"];
     if (prompt_sets.size() > 1) {
+      const std::vector<float> ensemble = ensemble_prompts(prompt_sets, embedder->dim());
       const double acc = zero_shot_accuracy(
-          image_emb, ensemble_prompts(prompt_sets, embedder->dim()), embedder->dim(), task.labels);
+          image_emb, ensemble, embedder->dim(), task.labels, hubs.weight,
+          embedder->text_hubs(ensemble.data(), gallery_rows(ensemble, *embedder)));
       out["zero_shot_acc"] = acc;
       out["zero_shot_templates"] = per_template;
       std::printf("zero-shot classification, ensemble of %zu templates: %.2f%%\n",
@@ -261,11 +280,15 @@ void run_memory(const MemoryCommand& c) {
   write_memory(path, memory);
   std::printf(
       "wrote %s: %lld images, %lld texts, %lld pairs (k %d, temperature %g, weight %g, "
-      "image weight %g, gate %g to %g, recall weight %g, recall gate %g to %g)\n",
+      "image weight %g, gate %g to %g, recall weight %g, recall gate %g to %g); hub banks of "
+      "%lld texts and %lld images (hub k %d, hub weight %g)\n",
       path.c_str(), static_cast<long long>(stats.images), static_cast<long long>(stats.texts),
       static_cast<long long>(stats.pairs), settings.k, settings.temperature, settings.weight,
       settings.image_pull(), settings.gate_low, settings.gate_high, settings.recall_weight,
-      settings.recall_gate_low, settings.recall_gate_high);
+      settings.recall_gate_low, settings.recall_gate_high,
+      static_cast<long long>(memory.text_bank.size() / memory.dim),
+      static_cast<long long>(memory.image_bank.size() / memory.dim), settings.hub_k,
+      settings.hub_weight);
   if (stats.textless_images) {
     std::printf("%lld image(s) have no text of the chosen kinds and are left out\n",
                 static_cast<long long>(stats.textless_images));
@@ -282,10 +305,16 @@ void run_embed(const EmbedCommand& c) {
   }
   set_compute_threads(resolve_threads(c.threads));
   const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir, c.use_memory);
+  // With hub banks, each line also gives the input's h as a document (encoders/memory.h).
+  const bool hubs = embedder->hub_weight() > 0;
   auto print = [&](const char* kind, const std::string& input, const float* v) {
-    const nlohmann::json line = {{"kind", kind},
-                                 {"input", input},
-                                 {"embedding", std::vector<float>(v, v + embedder->dim())}};
+    nlohmann::json line = {{"kind", kind},
+                           {"input", input},
+                           {"embedding", std::vector<float>(v, v + embedder->dim())}};
+    if (hubs) {
+      line["hub"] = std::string(kind) == "text" ? embedder->text_hubs(v, 1)[0]
+                                                : embedder->image_hubs(v, 1)[0];
+    }
     std::cout << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   };
   if (!c.texts.empty()) {

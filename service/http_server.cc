@@ -212,8 +212,12 @@ class HttpService {
   std::vector<QueryTerm> terms_of(const json& terms);
   TermEmbedder term_embedder();
   // `first`, when given, holds the hits of the first fetch already (first_fetch's count).
-  json search(const std::vector<float>& query, const SearchRequest& request, Clock::time_point t0,
-              std::vector<SearchHit>* first = nullptr);
+  // hub_weight: the query's (query_hub_weight; hubness-aware scoring).
+  json search(const std::vector<float>& query, float hub_weight, const SearchRequest& request,
+              Clock::time_point t0, std::vector<SearchHit>* first = nullptr);
+  float hub_weight_of(const std::vector<QueryTerm>& terms, const SearchRequest& request) const {
+    return query_hub_weight(terms, request.target, embedder_.hub_weight());
+  }
   HttpResponse thumbnail(HttpRequest& req);
   ItemRecord item_of(const HttpRequest& req) const;
 
@@ -416,6 +420,7 @@ std::vector<QueryTerm> HttpService::terms_of(const json& terms) {
       if (data.rfind("data:", 0) == 0)
         data.remove_prefix(std::min(data.size(), data.find(',') + 1));
       term.kind = QueryTerm::Kind::kVector;
+      term.from_image = true;
       term.vector =
           embed_image_bytes(base64_decode(data, what + ".image_base64"), what + ".image_base64");
     }
@@ -424,8 +429,9 @@ std::vector<QueryTerm> HttpService::terms_of(const json& terms) {
   return out;
 }
 
-json HttpService::search(const std::vector<float>& query, const SearchRequest& request,
-                         Clock::time_point t0, std::vector<SearchHit>* first) {
+json HttpService::search(const std::vector<float>& query, float hub_weight,
+                         const SearchRequest& request, Clock::time_point t0,
+                         std::vector<SearchHit>* first) {
   const std::vector<SearchResult> results =
       search_filtered(collection_, request.target, request.k, request.filters, [&](int32_t fetch) {
         if (first != nullptr && fetch == first_fetch(request.k, request.filters)) {
@@ -433,7 +439,7 @@ json HttpService::search(const std::vector<float>& query, const SearchRequest& r
           first = nullptr;
           return hits;
         }
-        return batcher_.search(target_of(request), query, fetch).get();
+        return batcher_.search(target_of(request), query, fetch, hub_weight).get();
       });
   return search_results_json(results, request.target, ms_since(t0));
 }
@@ -525,20 +531,22 @@ void HttpService::add_routes() {
                                         .embed_and_search(tokenize(query), target_of(request),
                                                           first_fetch(request.k, request.filters))
                                         .get();
-    return json_response(search(first.embedding, request, req.start, &first.hits));
+    const float hub_weight = hub_weight_of({QueryTerm{QueryTerm::Kind::kText}}, request);
+    return json_response(search(first.embedding, hub_weight, request, req.start, &first.hits));
   });
   route("POST", "/v1/search/image", upload_body, true, false, [this](HttpRequest& req) {
     const SearchRequest request = search_request(req.params, limits_.max_k);
-    return json_response(
-        search(embed_image_bytes(uploaded_image(req), "the uploaded image"), request, req.start));
+    const float hub_weight = hub_weight_of({QueryTerm{QueryTerm::Kind::kImage}}, request);
+    return json_response(search(embed_image_bytes(uploaded_image(req), "the uploaded image"),
+                                hub_weight, request, req.start));
   });
   route("POST", "/v1/search/vector", json_body, true, false, [this](HttpRequest& req) {
     const json j = body_json(req);
     if (!j.contains("vector")) throw Error::invalid_argument("missing field \"vector\"");
     const SearchRequest request = search_request(j, limits_.max_k);
     const std::vector<QueryTerm> terms = terms_of(json::array({{{"vector", j["vector"]}}}));
-    return json_response(
-        search(compose_query(collection_, terms, term_embedder()), request, req.start));
+    return json_response(search(compose_query(collection_, terms, term_embedder()),
+                                hub_weight_of(terms, request), request, req.start));
   });
   route("POST", "/v1/search", upload_body, true, false, [this](HttpRequest& req) {
     const json j = body_json(req);
@@ -553,8 +561,8 @@ void HttpService::add_routes() {
     if (j.contains("terms")) {
       for (QueryTerm& t : terms_of(j["terms"])) terms.push_back(std::move(t));
     }
-    return json_response(
-        search(compose_query(collection_, terms, term_embedder()), request, req.start));
+    return json_response(search(compose_query(collection_, terms, term_embedder()),
+                                hub_weight_of(terms, request), request, req.start));
   });
   route("POST", "/v1/embed/text", json_body, true, false, [this](HttpRequest& req) {
     const json j = body_json(req);

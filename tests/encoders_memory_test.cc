@@ -528,3 +528,116 @@ TEST_F(MemoryTest, IdenticalKeysAreMergedSoLoneAndBatchedEmbeddingsAgree) {
 }
 
 }  // namespace
+
+// Hubness-aware scoring (encoders/memory.h): the banks are the memory's keys as the Embedder
+// augments them (what queries look like to the search), they survive the file, and h is each
+// document's mean of its hub_k highest cosines to the bank of the other modality.
+TEST_F(MemoryTest, HubBanksAreAugmentedKeysAndHubsTheirMeanTopCosines) {
+  const fs::path model = dir_ / "model";
+  mms::testing::make_tiny_model(model);
+  const auto plain = mms::Embedder::load(model.string(), /*use_memory=*/false);
+  const int32_t dim = plain->dim(), s = plain->image_size();
+  std::vector<float> pixels(4 * 3 * size_t(s) * s);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(0, 1);
+  for (float& p : pixels) p = u(rng);
+  const std::vector<std::string> texts = {"a red circle", "a blue square", "three green stars"};
+  EmbeddingMemory m;
+  m.dim = dim;
+  m.image_keys = plain->embed_pixels(pixels.data(), 4);
+  m.text_keys = plain->embed_texts(texts);
+  m.pairs = {{0, 0}, {1, 0}, {2, 1}, {3, 2}};
+  m.settings.k = 2;
+  m.settings.hub_k = 2;
+  m.settings.hub_weight = 0.3;
+  mms::add_hub_banks(m, 7);
+  ASSERT_TRUE(m.has_hub_banks());
+  ASSERT_EQ(m.image_bank.size(), m.image_keys.size());  // fewer keys than kHubBankRows: all
+  ASSERT_EQ(m.text_bank.size(), m.text_keys.size());
+  const std::string path = (model / "memory.safetensors").string();
+  mms::write_memory(path, m);
+  const EmbeddingMemory stored = mms::read_memory(path, dim);
+  EXPECT_EQ(stored.settings.hub_k, 2);
+  EXPECT_DOUBLE_EQ(stored.settings.hub_weight, 0.3);
+  ASSERT_EQ(stored.text_bank.size(), m.text_bank.size());
+  for (size_t i = 0; i < m.text_bank.size(); ++i) {
+    EXPECT_NEAR(stored.text_bank[i], m.text_bank[i], 1e-3);  // F16 in the file
+  }
+
+  // The banks are what the Embedder with this memory makes of the same images and texts (up
+  // to the keys' half-precision rounding), in the keys' order.
+  const auto with = mms::Embedder::load(model.string());
+  const std::vector<float> images = with->embed_pixels(pixels.data(), 4);
+  const std::vector<float> text_emb = with->embed_texts(texts);
+  for (int64_t i = 0; i < 4; ++i) {
+    EXPECT_GT(dot(row(images, i, dim), row(m.image_bank, i, dim)), 0.999) << "image " << i;
+  }
+  for (int64_t i = 0; i < 3; ++i) {
+    EXPECT_GT(dot(row(text_emb, i, dim), row(m.text_bank, i, dim)), 0.999) << "text " << i;
+  }
+
+  // h: the mean of the 2 highest cosines to the bank of the other modality (as read back).
+  auto mean_top2 = [&](const std::vector<float>& e, const std::vector<float>& bank) {
+    std::vector<double> sims;
+    for (size_t j = 0; j < bank.size() / dim; ++j) sims.push_back(dot(e, row(bank, j, dim)));
+    std::sort(sims.rbegin(), sims.rend());
+    return (sims[0] + sims[1]) / 2;
+  };
+  EXPECT_FLOAT_EQ(with->hub_weight(), 0.3f);
+  const std::vector<float> image_h = with->image_hubs(images.data(), 4);
+  const std::vector<float> text_h = with->text_hubs(text_emb.data(), 3);
+  ASSERT_EQ(image_h.size(), 4u);
+  ASSERT_EQ(text_h.size(), 3u);
+  for (int64_t i = 0; i < 4; ++i)
+    EXPECT_NEAR(image_h[i], mean_top2(row(images, i, dim), stored.text_bank), 1e-5) << i;
+  for (int64_t i = 0; i < 3; ++i)
+    EXPECT_NEAR(text_h[i], mean_top2(row(text_emb, i, dim), stored.image_bank), 1e-5) << i;
+
+  // hub_k changes what is stored with a document, so the fingerprint; hub_weight weighs h at
+  // query time only, so not; weight 0 (or no memory) is plain cosines.
+  mms::MemoryOverrides k3, w0;
+  k3.hub_k = 3;
+  w0.hub_weight = 0;
+  EXPECT_NE(mms::Embedder::load(model.string(), true, k3)->fingerprint(), with->fingerprint());
+  const auto off = mms::Embedder::load(model.string(), true, w0);
+  EXPECT_EQ(off->fingerprint(), with->fingerprint());
+  EXPECT_EQ(off->hub_weight(), 0.f);
+  EXPECT_EQ(off->image_hubs(images.data(), 4), std::vector<float>(4, 0.f));
+  EXPECT_EQ(plain->hub_weight(), 0.f);
+
+  // A memory without banks (every file written before them) scores plain cosines.
+  m.text_bank.clear();
+  m.image_bank.clear();
+  mms::write_memory(path, m);
+  const auto old = mms::Embedder::load(model.string());
+  EXPECT_EQ(old->hub_weight(), 0.f);
+  EXPECT_NE(old->fingerprint(), with->fingerprint());
+}
+
+TEST_F(MemoryTest, BadHubBanksAndSettingsAreToldByName) {
+  const std::string path = (dir_ / "memory.safetensors").string();
+  EmbeddingMemory m = small_memory();
+  m.text_bank = random_unit_rows(3, m.dim, 9);  // one bank without the other
+  const std::string lone = error_of([&] { mms::write_memory(path, m); }).second;
+  EXPECT_NE(lone.find("one hub bank without the other"), std::string::npos) << lone;
+  m.image_bank = random_unit_rows(2, m.dim, 10);
+  m.settings.hub_k = 0;
+  const auto [kind, what] = error_of([&] { mms::write_memory(path, m); });
+  EXPECT_EQ(kind, ErrorKind::kInvalidArgument);
+  EXPECT_NE(what.find("hub_k"), std::string::npos) << what;
+  m.settings.hub_k = 10;
+  m.settings.hub_weight = -0.1;
+  EXPECT_NE(error_of([&] { mms::write_memory(path, m); }).second.find("hub_weight"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(path));
+
+  // A file that lost one bank is corrupt, naming the missing tensor.
+  m.settings.hub_weight = 0.3;
+  mms::write_memory(path, m);
+  mms::SafeTensors st = mms::read_safetensors(path);
+  st.tensors.erase("image_bank");
+  mms::write_safetensors(path, st);
+  const auto [bad_kind, bad] = error_of([&] { mms::read_memory(path, m.dim); });
+  EXPECT_EQ(bad_kind, ErrorKind::kCorrupt);
+  EXPECT_NE(bad.find("image_bank"), std::string::npos) << bad;
+}

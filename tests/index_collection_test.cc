@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -818,6 +819,533 @@ TEST_F(CollectionTest, ReadersSearchAndReloadWhileAWriterCommits) {
     ASSERT_FALSE(hits[0].empty());
     EXPECT_EQ(reader->item(hits[0][0].id)->path, "item" + std::to_string(row));
   }
+}
+
+// ---- hubness-aware scoring ---------------------------------------------------------------
+
+// The k best of `vectors` (ids[i] for row i, with h hubs[i]) for `query`, ranked as search()
+// with a hub weight ranks them: by inner product less weight * h. Best first.
+std::vector<SearchHit> brute_force_hub(const std::vector<float>& vectors,
+                                       const std::vector<int64_t>& ids,
+                                       const std::vector<float>& hubs, const float* query,
+                                       float weight, int32_t k) {
+  std::vector<SearchHit> scored;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    float s = 0;
+    for (int32_t j = 0; j < kDim; ++j) s += vectors[i * kDim + j] * query[j];
+    scored.push_back({ids[i], s - weight * hubs[i]});
+  }
+  std::sort(scored.begin(), scored.end(),
+            [](const SearchHit& a, const SearchHit& b) { return a.score > b.score; });
+  if (scored.size() > static_cast<size_t>(k)) scored.resize(static_cast<size_t>(k));
+  return scored;
+}
+
+// The same ids in the same order, and scores within 1e-5.
+void expect_same_hits(const std::vector<SearchHit>& got, const std::vector<SearchHit>& want) {
+  EXPECT_EQ(hit_ids(got), hit_ids(want));
+  for (size_t j = 0; j < std::min(got.size(), want.size()); ++j) {
+    EXPECT_NEAR(got[j].score, want[j].score, 1e-5) << "hit " << j;
+  }
+}
+
+std::vector<float> uniform_hubs(int64_t n, uint32_t seed, float low = 0.f, float high = 1.f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(low, high);
+  std::vector<float> h(static_cast<size_t>(n));
+  for (float& x : h) x = u(rng);
+  return h;
+}
+
+// Hubs that punish the nearest neighbours of `query`: the `top` rows with the highest inner
+// product get h in [0.9, 1], every other row h in [0, 0.1].
+std::vector<float> hubs_on_the_nearest(const std::vector<float>& vectors, const float* query,
+                                       int64_t top, uint32_t seed) {
+  const int64_t n = static_cast<int64_t>(vectors.size()) / kDim;
+  std::vector<int64_t> rows(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) rows[i] = i;
+  const auto ranked = brute_force(vectors, rows, query, static_cast<int32_t>(n));  // row numbers
+  std::vector<float> h = uniform_hubs(n, seed, 0.f, 0.1f);
+  for (int64_t r = 0; r < top; ++r) h[ranked[r]] += 0.9f;
+  return h;
+}
+
+std::vector<int64_t> store_items_with_hubs(Collection& c, const std::vector<float>& v,
+                                           const std::vector<float>& hubs,
+                                           const std::string& prefix = "img") {
+  std::vector<ItemWrite> batch;
+  for (size_t i = 0; i < hubs.size(); ++i) {
+    ItemWrite w = ok_item(prefix + std::to_string(i) + ".png", v.data() + i * kDim);
+    w.hub = hubs[i];
+    batch.push_back(w);
+  }
+  return c.upsert_items(batch);
+}
+
+std::vector<std::string> text_names(int64_t n) {
+  std::vector<std::string> t;
+  for (int64_t i = 0; i < n; ++i) t.push_back("text number " + std::to_string(i));
+  return t;
+}
+
+// Runs `sql` on a catalog with the sqlite3 library, as someone with the sqlite3 tool would.
+// Turns a catalog back into what schema version 1 wrote: no hub columns, and update triggers
+// that do not look at them.
+constexpr const char* kToVersion1 = R"sql(
+DROP TRIGGER items_update_gen; DROP TRIGGER texts_update_gen;
+ALTER TABLE items DROP COLUMN hub; ALTER TABLE texts DROP COLUMN hub;
+CREATE TRIGGER items_update_gen AFTER UPDATE OF id, status, vector ON items
+WHEN old.id IS NOT new.id OR old.status IS NOT new.status OR old.vector IS NOT new.vector BEGIN
+  UPDATE meta SET value = value + 1 WHERE key = 'images_generation';
+END;
+CREATE TRIGGER texts_update_gen AFTER UPDATE OF id, vector ON texts
+WHEN old.id IS NOT new.id OR old.vector IS NOT new.vector BEGIN
+  UPDATE meta SET value = value + 1 WHERE key = 'texts_generation';
+END;
+UPDATE meta SET value = 1 WHERE key = 'schema_version';
+)sql";
+
+void exec_sql(const std::string& catalog, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(catalog.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK)
+      << (err ? err : "") << "\n"
+      << sql;
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
+// The first column of the first row `sql` gives, as text ("" for none).
+std::string sql_value(const std::string& catalog, const std::string& sql) {
+  sqlite3* db = nullptr;
+  std::string value;
+  EXPECT_EQ(sqlite3_open(catalog.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(db) << "\n"
+      << sql;
+  if (st && sqlite3_step(st) == SQLITE_ROW) {
+    const unsigned char* text = sqlite3_column_text(st, 0);
+    if (text) value = reinterpret_cast<const char*>(text);
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return value;
+}
+
+bool has_hub_column(const std::string& catalog, const std::string& table) {
+  return sql_value(catalog, "SELECT COUNT(*) FROM pragma_table_info('" + table +
+                                "') WHERE name = 'hub'") == "1";
+}
+
+TEST_F(CollectionTest, HubWeightedSearchMatchesBruteForce) {
+  constexpr int64_t kN = 400;
+  constexpr int32_t kK = 5;
+  auto c = Collection::open(dir_, options());
+  const auto v = random_unit_vectors(kN, kDim, 21);
+  const auto hubs = uniform_hubs(kN, 22);
+  ids_ = store_items_with_hubs(*c, v, hubs);
+  c->sync_indexes();
+  ASSERT_EQ(c->index_info(Target::kImages).index_type, "Flat");
+  const auto queries = random_unit_vectors(6, kDim, 23);
+  const std::vector<float> weights = {0.5f, 0.f, 0.3f, 1.f, 0.5f, 2.f};
+  // A few queries (FlatShortcut) and a larger batch (FAISS), and each query alone.
+  for (int64_t nq : {int64_t{3}, int64_t{6}}) {
+    SCOPED_TRACE(nq);
+    const auto hits = c->search(Target::kImages, queries.data(), nq, kK, weights.data());
+    ASSERT_EQ(hits.size(), static_cast<size_t>(nq));
+    for (int64_t q = 0; q < nq; ++q) {
+      SCOPED_TRACE(q);
+      ASSERT_EQ(hits[q].size(), static_cast<size_t>(kK));
+      expect_same_hits(hits[q],
+                       brute_force_hub(v, ids_, hubs, queries.data() + q * kDim, weights[q], kK));
+    }
+  }
+  int reordered = 0;
+  for (int q = 0; q < 6; ++q) {
+    SCOPED_TRACE(q);
+    const auto one = c->search(Target::kImages, queries.data() + q * kDim, 1, kK, &weights[q]);
+    expect_same_hits(one[0],
+                     brute_force_hub(v, ids_, hubs, queries.data() + q * kDim, weights[q], kK));
+    const auto plain = brute_force(v, ids_, queries.data() + q * kDim, kK);
+    if (weights[q] == 0) {
+      // Weight 0: plain inner products, as without hub weights.
+      EXPECT_EQ(hit_ids(one[0]), plain);
+      expect_same_hits(one[0], c->search(Target::kImages, queries.data() + q * kDim, 1, kK)[0]);
+    } else if (hit_ids(one[0]) != plain) {
+      ++reordered;
+    }
+  }
+  EXPECT_GE(reordered, 3) << "the hubs should change most weighted answers";
+}
+
+// The first candidates (a few times k) hold only penalized hubs: the answer lies beyond them,
+// and the search must go on asking the index until nothing left out could beat the k-th.
+TEST_F(CollectionTest, HubWeightedSearchLooksBeyondTheFirstCandidates) {
+  constexpr int64_t kN = 600;
+  auto c = Collection::open(dir_, options());
+  const auto v = random_unit_vectors(kN, kDim, 31);
+  auto queries = random_unit_vectors(5, kDim, 32);
+  const auto hubs = hubs_on_the_nearest(v, queries.data(), 160, 33);
+  ids_ = store_items_with_hubs(*c, v, hubs);
+  c->sync_indexes();
+  ASSERT_EQ(c->index_info(Target::kImages).index_type, "Flat");
+  const std::vector<float> weights = {0.5f, 0.f, 0.5f, 0.2f, 1.f};
+  for (int32_t k : {5, 10}) {
+    SCOPED_TRACE(k);
+    const auto want = brute_force_hub(v, ids_, hubs, queries.data(), weights[0], k);
+    // The first batch of candidates search() takes: the plain top max(4k, k + 64).
+    const auto first_batch = brute_force(v, ids_, queries.data(), std::max(4 * k, k + 64));
+    int beyond = 0;
+    for (const auto& h : want) {
+      beyond += std::find(first_batch.begin(), first_batch.end(), h.id) == first_batch.end();
+    }
+    ASSERT_GE(beyond, 1) << "the test's hubs do not push the answer past the first candidates";
+    // Alone (FlatShortcut), in a few queries, and in a batch through FAISS.
+    expect_same_hits(c->search(Target::kImages, queries.data(), 1, k, weights.data())[0], want);
+    for (int64_t nq : {int64_t{2}, int64_t{5}}) {
+      SCOPED_TRACE(nq);
+      const auto hits = c->search(Target::kImages, queries.data(), nq, k, weights.data());
+      for (int64_t q = 0; q < nq; ++q) {
+        SCOPED_TRACE(q);
+        expect_same_hits(hits[q],
+                         brute_force_hub(v, ids_, hubs, queries.data() + q * kDim, weights[q], k));
+      }
+    }
+  }
+}
+
+TEST_F(CollectionTest, HubWeightedTextSearchMatchesBruteForce) {
+  constexpr int64_t kN = 300;
+  auto c = Collection::open(dir_, options());
+  const auto v = random_unit_vectors(kN, kDim, 41);
+  const auto queries = random_unit_vectors(4, kDim, 42);
+  // Uniform hubs, but the nearest texts of query 3 are heavy hubs.
+  auto hubs = uniform_hubs(kN, 43);
+  const auto nearest = hubs_on_the_nearest(v, queries.data() + 3 * kDim, 120, 44);
+  for (int64_t i = 0; i < kN; ++i) {
+    if (nearest[i] > 0.5f) hubs[i] = nearest[i] + 0.5f;
+  }
+  const auto ids = c->add_texts(text_names(kN), v, "hubs.txt", hubs);
+  ASSERT_EQ(ids.size(), static_cast<size_t>(kN));
+  c->sync_indexes();
+  const std::vector<float> weights = {0.5f, 0.f, 0.7f, 0.5f};
+  const auto hits = c->search(Target::kTexts, queries.data(), 4, 5, weights.data());
+  int reordered = 0;
+  for (int q = 0; q < 4; ++q) {
+    SCOPED_TRACE(q);
+    expect_same_hits(hits[q],
+                     brute_force_hub(v, ids, hubs, queries.data() + q * kDim, weights[q], 5));
+    expect_same_hits(c->search(Target::kTexts, queries.data() + q * kDim, 1, 5, &weights[q])[0],
+                     hits[q]);
+    if (hit_ids(hits[q]) != brute_force(v, ids, queries.data() + q * kDim, 5)) ++reordered;
+  }
+  EXPECT_GE(reordered, 2);
+  const auto first_batch = brute_force(v, ids, queries.data() + 3 * kDim, 69);
+  int beyond = 0;
+  for (const auto& h : hits[3]) {
+    beyond += std::find(first_batch.begin(), first_batch.end(), h.id) == first_batch.end();
+  }
+  EXPECT_GE(beyond, 1);
+  // The images target holds no hubs of the texts.
+  EXPECT_TRUE(c->search(Target::kImages, queries.data(), 1, 5, weights.data())[0].empty());
+}
+
+TEST_F(CollectionTest, RefusesBadHubWeightsAndHubs) {
+  auto c = Collection::open(dir_, options());
+  const auto v = random_unit_vectors(3, kDim, 51);
+  store_items_with_hubs(*c, v, {0.1f, 0.2f, 0.3f});
+  c->sync_indexes();
+  const auto q = random_unit_vectors(2, kDim, 52);
+  const float nan = std::nanf("");
+  const float inf = std::numeric_limits<float>::infinity();
+  for (float bad : {-0.1f, -inf, nan, inf}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(kind_of([&] { c->search(Target::kImages, q.data(), 1, 2, &bad); }),
+              ErrorKind::kInvalidArgument);
+    const float pair[2] = {0.5f, bad};  // the second query's weight is wrong
+    EXPECT_EQ(kind_of([&] { c->search(Target::kTexts, q.data(), 2, 2, pair); }),
+              ErrorKind::kInvalidArgument);
+  }
+  const float zero = 0.f;
+  EXPECT_EQ(c->search(Target::kImages, q.data(), 1, 3, &zero)[0].size(), 3u);
+
+  // Texts: one finite hub per text, or none; a refused call stores nothing.
+  const auto tv = random_unit_vectors(2, kDim, 53);
+  for (const std::vector<float>& bad :
+       {std::vector<float>{0.1f}, std::vector<float>{0.1f, 0.2f, 0.3f},
+        std::vector<float>{0.1f, nan}, std::vector<float>{inf, 0.1f}}) {
+    EXPECT_EQ(kind_of([&] {
+                c->add_texts({"one", "two"}, tv, "s", bad);
+              }),
+              ErrorKind::kInvalidArgument);
+  }
+  EXPECT_EQ(c->text_count(), 0);
+  EXPECT_EQ(c->add_texts({"one", "two"}, tv, "s").size(), 2u);  // no hubs: all 0
+  EXPECT_EQ(c->text_count(), 2);
+
+  // Items: an ok item's hub must be finite; the batch is all or nothing.
+  ItemWrite good = ok_item("good.png", v.data());
+  ItemWrite bad = ok_item("bad.png", v.data() + kDim);
+  for (float h : {nan, inf, -inf}) {
+    bad.hub = h;
+    EXPECT_EQ(kind_of([&] { c->upsert_items({good, bad}); }), ErrorKind::kInvalidArgument);
+  }
+  EXPECT_EQ(c->item_count(), 3);
+  EXPECT_FALSE(c->find_item_by_path("good.png"));
+}
+
+TEST_F(CollectionTest, HubsSurviveReopening) {
+  constexpr int64_t kN = 300;
+  const auto v = random_unit_vectors(kN, kDim, 61);
+  const auto tv = random_unit_vectors(kN, kDim, 62);
+  const auto queries = random_unit_vectors(3, kDim, 63);
+  const auto hubs = hubs_on_the_nearest(v, queries.data(), 100, 64);
+  const auto text_hubs = uniform_hubs(kN, 65);
+  std::vector<int64_t> text_ids;
+  {
+    auto c = Collection::open(dir_, options());
+    ids_ = store_items_with_hubs(*c, v, hubs);
+    text_ids = c->add_texts(text_names(kN), tv, "t", text_hubs);
+    c->sync_indexes();
+  }
+  const std::vector<float> weights = {0.5f, 0.f, 0.8f};
+  auto check = [&](const Collection& c) {
+    const auto images = c.search(Target::kImages, queries.data(), 3, 5, weights.data());
+    const auto texts = c.search(Target::kTexts, queries.data(), 3, 5, weights.data());
+    for (int q = 0; q < 3; ++q) {
+      SCOPED_TRACE(q);
+      const float* query = queries.data() + q * kDim;
+      expect_same_hits(images[q], brute_force_hub(v, ids_, hubs, query, weights[q], 5));
+      expect_same_hits(texts[q], brute_force_hub(tv, text_ids, text_hubs, query, weights[q], 5));
+    }
+  };
+  // A reader loads the FAISS files as written (not rebuilt) with the catalog's hubs.
+  const auto images_written = fs::last_write_time(file("images.faiss"));
+  const auto texts_written = fs::last_write_time(file("texts.faiss"));
+  {
+    SCOPED_TRACE("reader");
+    auto reader = Collection::open_for_search(dir_, kModel);
+    EXPECT_EQ(fs::last_write_time(file("images.faiss")), images_written);
+    EXPECT_EQ(fs::last_write_time(file("texts.faiss")), texts_written);
+    check(*reader);
+  }
+  {
+    SCOPED_TRACE("writer");
+    auto writer = Collection::open(dir_, options());
+    writer->sync_indexes();
+    check(*writer);
+  }
+  {
+    SCOPED_TRACE("reader rebuilding a deleted file");
+    fs::remove(file("images.faiss"));
+    auto reader = Collection::open_for_search(dir_, kModel);
+    EXPECT_TRUE(fs::exists(file("images.faiss")));
+    check(*reader);
+  }
+  {
+    SCOPED_TRACE("reader reloading what a writer synced");
+    auto reader = Collection::open_for_search(dir_, kModel);
+    auto writer = Collection::open(dir_, options());
+    ItemWrite hub = ok_item("a-hub.png", queries.data());  // the best match of query 0...
+    hub.hub = 2.f;                                         // ...but a heavy hub
+    const int64_t id = writer->upsert_items({hub})[0];
+    writer->sync_indexes();
+    ASSERT_TRUE(reader->reload_indexes());
+    const auto plain = reader->search(Target::kImages, queries.data(), 1, 1)[0];
+    ASSERT_EQ(plain.size(), 1u);
+    EXPECT_EQ(plain[0].id, id);
+    auto all_v = v;
+    all_v.insert(all_v.end(), queries.begin(), queries.begin() + kDim);
+    auto all_ids = ids_;
+    all_ids.push_back(id);
+    auto all_hubs = hubs;
+    all_hubs.push_back(2.f);
+    const auto want = brute_force_hub(all_v, all_ids, all_hubs, queries.data(), 0.8f, 5);
+    const float w = 0.8f;
+    expect_same_hits(reader->search(Target::kImages, queries.data(), 1, 5, &w)[0], want);
+    const auto want_ids = hit_ids(want);
+    EXPECT_EQ(std::count(want_ids.begin(), want_ids.end(), id), 0);
+  }
+}
+
+// A catalog written before hubness-aware scoring (schema version 1: no hub columns).
+TEST_F(CollectionTest, AVersion1CatalogIsSearchedWithoutHubsUntilAWriterUpgradesIt) {
+  constexpr int64_t kN = 200;
+  const auto v = random_unit_vectors(kN, kDim, 71);
+  const auto tv = random_unit_vectors(20, kDim, 72);
+  const auto queries = random_unit_vectors(2, kDim, 73);
+  const auto hubs = hubs_on_the_nearest(v, queries.data(), 50, 74);
+  std::vector<int64_t> text_ids;
+  {
+    auto c = Collection::open(dir_, options());
+    ids_ = store_items_with_hubs(*c, v, hubs);
+    text_ids = c->add_texts(text_names(20), tv, "t", uniform_hubs(20, 75));
+    c->sync_indexes();
+  }
+  const std::string catalog = file("catalog.sqlite");
+  ASSERT_EQ(sql_value(catalog, "SELECT value FROM meta WHERE key = 'schema_version'"), "2");
+  ASSERT_TRUE(has_hub_column(catalog, "items"));
+  ASSERT_TRUE(has_hub_column(catalog, "texts"));
+  exec_sql(catalog, kToVersion1);
+  ASSERT_FALSE(has_hub_column(catalog, "items"));
+  ASSERT_FALSE(has_hub_column(catalog, "texts"));
+
+  const std::vector<float> weights = {0.5f, 1.f};
+  const std::vector<float> no_hubs(kN, 0.f);
+  const std::vector<float> no_text_hubs(20, 0.f);
+  // Hub weights change nothing: every h reads as 0.
+  auto expect_plain = [&](const Collection& c) {
+    const auto images = c.search(Target::kImages, queries.data(), 2, 5, weights.data());
+    const auto texts = c.search(Target::kTexts, queries.data(), 2, 5, weights.data());
+    for (int q = 0; q < 2; ++q) {
+      SCOPED_TRACE(q);
+      const float* query = queries.data() + q * kDim;
+      expect_same_hits(images[q], brute_force_hub(v, ids_, no_hubs, query, 0.f, 5));
+      expect_same_hits(texts[q], brute_force_hub(tv, text_ids, no_text_hubs, query, 0.f, 5));
+    }
+  };
+  {
+    SCOPED_TRACE("reader, files as written");
+    auto reader = Collection::open_for_search(dir_, kModel);
+    expect_plain(*reader);
+    EXPECT_EQ(reader->item_count(), kN);
+  }
+  {
+    SCOPED_TRACE("reader rebuilding the files");
+    fs::remove(file("images.faiss"));
+    fs::remove(file("texts.faiss"));
+    auto reader = Collection::open_for_search(dir_, kModel);
+    expect_plain(*reader);
+  }
+  // A reader leaves the catalog as it found it.
+  EXPECT_EQ(sql_value(catalog, "SELECT value FROM meta WHERE key = 'schema_version'"), "1");
+  EXPECT_FALSE(has_hub_column(catalog, "items"));
+
+  // A writer upgrades it; the rows stored before hold no hubs.
+  auto writer = Collection::open(dir_, options());
+  EXPECT_EQ(sql_value(catalog, "SELECT value FROM meta WHERE key = 'schema_version'"), "2");
+  EXPECT_TRUE(has_hub_column(catalog, "items"));
+  EXPECT_TRUE(has_hub_column(catalog, "texts"));
+  writer->sync_indexes();
+  expect_plain(*writer);
+  // What it stores from now on keeps its hub.
+  ItemWrite hub = ok_item("a-hub.png", queries.data());  // query 0's best match, a heavy hub
+  hub.hub = 1.8f;
+  const int64_t id = writer->upsert_items({hub})[0];
+  const std::vector<float> text_hub_v(queries.begin() + kDim, queries.begin() + 2 * kDim);
+  const int64_t text_id = writer->add_texts({"a text hub"}, text_hub_v, "t", {1.8f})[0];
+  writer->sync_indexes();
+  auto all_v = v;
+  all_v.insert(all_v.end(), queries.begin(), queries.begin() + kDim);
+  auto all_ids = ids_;
+  all_ids.push_back(id);
+  auto all_hubs = no_hubs;
+  all_hubs.push_back(1.8f);
+  auto all_tv = tv;
+  all_tv.insert(all_tv.end(), queries.begin() + kDim, queries.begin() + 2 * kDim);
+  auto all_text_ids = text_ids;
+  all_text_ids.push_back(text_id);
+  auto all_text_hubs = no_text_hubs;
+  all_text_hubs.push_back(1.8f);
+  auto expect_hubs_used = [&](const Collection& c) {
+    EXPECT_EQ(c.search(Target::kImages, queries.data(), 1, 1)[0].at(0).id, id);
+    EXPECT_EQ(c.search(Target::kTexts, queries.data() + kDim, 1, 1)[0].at(0).id, text_id);
+    const auto images = c.search(Target::kImages, queries.data(), 2, 5, weights.data());
+    const auto texts = c.search(Target::kTexts, queries.data(), 2, 5, weights.data());
+    for (int q = 0; q < 2; ++q) {
+      SCOPED_TRACE(q);
+      const float* query = queries.data() + q * kDim;
+      const auto want = brute_force_hub(all_v, all_ids, all_hubs, query, weights[q], 5);
+      expect_same_hits(images[q], want);
+      const auto want_texts =
+          brute_force_hub(all_tv, all_text_ids, all_text_hubs, query, weights[q], 5);
+      expect_same_hits(texts[q], want_texts);
+    }
+    // Penalized by 0.5 * 1.8 and 1 * 1.8, the hubs fall out of their queries' top 5.
+    const auto img = hit_ids(images[0]);
+    EXPECT_EQ(std::count(img.begin(), img.end(), id), 0);
+    const auto txt = hit_ids(texts[1]);
+    EXPECT_EQ(std::count(txt.begin(), txt.end(), text_id), 0);
+  };
+  {
+    SCOPED_TRACE("writer");
+    expect_hubs_used(*writer);
+  }
+  writer.reset();
+  {
+    SCOPED_TRACE("reader after the upgrade");
+    expect_hubs_used(*Collection::open_for_search(dir_, kModel));
+  }
+}
+
+// A stored vector that takes a new h (same vector): the next sync searches with the new h.
+TEST_F(CollectionTest, ANewHubForTheSameVectorIsSearchedAfterSync) {
+  auto c = Collection::open(dir_, options());
+  const auto v = random_unit_vectors(50, kDim, 81);
+  std::vector<float> hubs(50, 0.f);
+  ids_ = store_items_with_hubs(*c, v, hubs);
+  const auto text_ids = c->add_texts(text_names(50), v, "t", hubs);
+  c->sync_indexes();
+  const float w = 1.f;
+  ASSERT_EQ(c->search(Target::kImages, v.data(), 1, 1, &w)[0].at(0).id, ids_[0]);
+  ASSERT_EQ(c->search(Target::kTexts, v.data(), 1, 1, &w)[0].at(0).id, text_ids[0]);
+  // Row 0 becomes a heavy hub, its vector unchanged.
+  hubs[0] = 2.f;
+  ItemWrite again = ok_item("img0.png", v.data());
+  again.hub = 2.f;
+  EXPECT_EQ(c->upsert_items({again})[0], ids_[0]);
+  EXPECT_EQ(c->add_texts({text_names(1)[0]}, {v.begin(), v.begin() + kDim}, "t", {2.f})[0],
+            text_ids[0]);
+  c->sync_indexes();
+  {
+    SCOPED_TRACE("writer, images");
+    expect_same_hits(c->search(Target::kImages, v.data(), 1, 5, &w)[0],
+                     brute_force_hub(v, ids_, hubs, v.data(), w, 5));
+  }
+  {
+    SCOPED_TRACE("writer, texts");
+    expect_same_hits(c->search(Target::kTexts, v.data(), 1, 5, &w)[0],
+                     brute_force_hub(v, text_ids, hubs, v.data(), w, 5));
+  }
+  // And so does a reader that opens the catalog now.
+  auto reader = Collection::open_for_search(dir_, kModel);
+  {
+    SCOPED_TRACE("reader, images");
+    expect_same_hits(reader->search(Target::kImages, v.data(), 1, 5, &w)[0],
+                     brute_force_hub(v, ids_, hubs, v.data(), w, 5));
+  }
+  {
+    SCOPED_TRACE("reader, texts");
+    expect_same_hits(reader->search(Target::kTexts, v.data(), 1, 5, &w)[0],
+                     brute_force_hub(v, text_ids, hubs, v.data(), w, 5));
+  }
+}
+
+// A reader opened on a version 1 catalog that a writer then upgrades and fills with hubs:
+// after reload_indexes it ranks as the writer does.
+TEST_F(CollectionTest, AReaderOfAVersion1CatalogSeesHubsAfterAWriterUpgradesIt) {
+  const auto v = random_unit_vectors(50, kDim, 91);
+  {
+    auto c = Collection::open(dir_, options());
+    ids_ = store_items_with_hubs(*c, v, std::vector<float>(50, 0.f));
+    c->sync_indexes();
+  }
+  exec_sql(file("catalog.sqlite"), kToVersion1);
+  auto reader = Collection::open_for_search(dir_, kModel);
+  auto writer = Collection::open(dir_, options());
+  ItemWrite hub = ok_item("a-hub.png", v.data());
+  hub.hub = 2.f;
+  const int64_t id = writer->upsert_items({hub})[0];
+  writer->sync_indexes();
+  ASSERT_TRUE(reader->reload_indexes());
+  const float w = 1.f;
+  const auto wh = writer->search(Target::kImages, v.data(), 1, 3, &w)[0];
+  const auto rh = reader->search(Target::kImages, v.data(), 1, 3, &w)[0];
+  EXPECT_EQ(hit_ids(wh), hit_ids(rh));
+  const auto writer_ids = hit_ids(wh);
+  EXPECT_EQ(std::count(writer_ids.begin(), writer_ids.end(), id), 0);  // (h 2, weight 1)
 }
 
 }  // namespace

@@ -110,12 +110,14 @@ class QueryTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
-  int64_t add(const std::string& path, const std::vector<float>& v, const std::string& hash = "") {
+  int64_t add(const std::string& path, const std::vector<float>& v, const std::string& hash = "",
+              float hub = 0) {
     ItemWrite w;
     w.path = path;
     w.size = 10;
     w.content_hash = hash.empty() ? "hash:" + path : hash;
     w.vector = unit(v);
+    w.hub = hub;
     return c_->upsert_items({w})[0];
   }
 
@@ -264,6 +266,127 @@ TEST_F(QueryTest, WithoutFiltersItIsPlainSearch) {
   EXPECT_EQ(fetches, std::vector<int32_t>{3});
   EXPECT_EQ(search_query(*c_, axis(1), SearchTarget::kImages, 1, QueryFilters{})[0].path,
             "/p/1.jpg");
+}
+
+// ---- hubness-aware scoring ---------------------------------------------------------------
+
+QueryTerm from_image_vector(float weight = 1.f) {
+  QueryTerm t = term(Kind::kVector, weight);
+  t.vector = axis(0);
+  t.from_image = true;
+  return t;
+}
+
+TEST(QueryHubWeight, IsTheModelWeightTimesTheShareOfTheOtherModality) {
+  constexpr float kW = 0.4f;
+  const auto images = SearchTarget::kImages, texts = SearchTarget::kTexts;
+  const QueryTerm text = term(Kind::kText, 1.f, "dog");
+  const QueryTerm image = term(Kind::kImage, 1.f, "photo.jpg");
+  const QueryTerm item = term(Kind::kItem);
+  const QueryTerm raw = term(Kind::kVector);
+  // One term: across modalities the whole weight, within one none.
+  EXPECT_FLOAT_EQ(query_hub_weight({text}, images, kW), kW);
+  EXPECT_FLOAT_EQ(query_hub_weight({image}, images, kW), 0.f);
+  EXPECT_FLOAT_EQ(query_hub_weight({item}, images, kW), 0.f);
+  EXPECT_FLOAT_EQ(query_hub_weight({text}, texts, kW), 0.f);
+  EXPECT_FLOAT_EQ(query_hub_weight({image}, texts, kW), kW);
+  EXPECT_FLOAT_EQ(query_hub_weight({item}, texts, kW), kW);
+  // A raw vector is of neither modality; an uploaded image's vector is an image.
+  EXPECT_FLOAT_EQ(query_hub_weight({raw}, images, kW), 0.f);
+  EXPECT_FLOAT_EQ(query_hub_weight({raw}, texts, kW), 0.f);
+  EXPECT_FLOAT_EQ(query_hub_weight({from_image_vector()}, texts, kW), kW);
+  EXPECT_FLOAT_EQ(query_hub_weight({from_image_vector()}, images, kW), 0.f);
+  // Mixed queries: the share by absolute weight; raw vectors count only in the whole.
+  EXPECT_FLOAT_EQ(query_hub_weight({term(Kind::kText, 2.f, "dog"), image}, images, kW),
+                  kW * 2.f / 3.f);
+  EXPECT_FLOAT_EQ(query_hub_weight({term(Kind::kText, 2.f, "dog"), image}, texts, kW), kW / 3.f);
+  EXPECT_FLOAT_EQ(query_hub_weight({text, raw}, images, kW), kW / 2.f);
+  EXPECT_FLOAT_EQ(query_hub_weight({text, term(Kind::kVector, 3.f)}, texts, kW), 0.f);
+  EXPECT_FLOAT_EQ(query_hub_weight({item, from_image_vector(2.f), text}, texts, kW),
+                  kW * 3.f / 4.f);
+  // Negative weights count by their size.
+  EXPECT_FLOAT_EQ(query_hub_weight({term(Kind::kText, -1.f, "fruit")}, images, kW), kW);
+  EXPECT_FLOAT_EQ(query_hub_weight({term(Kind::kText, -3.f, "fruit"), image}, images, kW),
+                  kW * 3.f / 4.f);
+  EXPECT_FLOAT_EQ(query_hub_weight({text, term(Kind::kImage, -1.f, "x.jpg")}, images, kW),
+                  kW / 2.f);
+  // A model without hub banks (weight 0) gives 0 whatever the query.
+  EXPECT_FLOAT_EQ(query_hub_weight({text}, images, 0.f), 0.f);
+  EXPECT_FLOAT_EQ(query_hub_weight({}, images, kW), 0.f);
+}
+
+// Two items whose cosines to the query differ by 0.05 and whose hubs differ by 0.5: a hub
+// weight of 0.3 takes 0.15 from the nearer one and turns the order around.
+TEST_F(QueryTest, SearchQueryRanksWithTheHubWeight) {
+  const float s = std::sqrt(1.f - 0.9f * 0.9f), t = std::sqrt(1.f - 0.85f * 0.85f);
+  const int64_t hub = add("/p/hub.jpg", {0.9f, s, 0, 0, 0, 0, 0, 0}, "", 0.5f);
+  const int64_t plain = add("/p/plain.jpg", {0.85f, 0, t, 0, 0, 0, 0, 0}, "", 0.f);
+  add("/p/far.jpg", axis(5), "", 0.f);
+  c_->sync_indexes();
+  const auto unweighted = search_query(*c_, axis(0), SearchTarget::kImages, 2, QueryFilters{});
+  ASSERT_EQ(unweighted.size(), 2u);
+  EXPECT_EQ(unweighted[0].id, hub);
+  EXPECT_NEAR(unweighted[0].score, 0.9f, 1e-5);
+  EXPECT_EQ(unweighted[1].id, plain);
+  EXPECT_NEAR(unweighted[1].score, 0.85f, 1e-5);
+  const auto zero = search_query(*c_, axis(0), SearchTarget::kImages, 2, QueryFilters{}, 0.f);
+  ASSERT_EQ(zero.size(), 2u);
+  EXPECT_EQ(zero[0].id, hub);
+  EXPECT_EQ(zero[1].id, plain);
+
+  const auto weighted = search_query(*c_, axis(0), SearchTarget::kImages, 2, QueryFilters{}, 0.3f);
+  ASSERT_EQ(weighted.size(), 2u);
+  EXPECT_EQ(weighted[0].id, plain);
+  EXPECT_EQ(weighted[0].path, "/p/plain.jpg");
+  EXPECT_NEAR(weighted[0].score, 0.85f, 1e-5);
+  EXPECT_EQ(weighted[1].id, hub);
+  EXPECT_NEAR(weighted[1].score, 0.9f - 0.3f * 0.5f, 1e-5);
+  // Filters see the penalized score.
+  QueryFilters f;
+  f.min_score = 0.8f;
+  const auto cut = search_query(*c_, axis(0), SearchTarget::kImages, 5, f, 0.3f);
+  ASSERT_EQ(cut.size(), 1u);
+  EXPECT_EQ(cut[0].id, plain);
+  EXPECT_EQ(search_query(*c_, axis(0), SearchTarget::kImages, 5, f).size(), 2u);
+
+  // The weight as the service derives it: a text query over images takes the model's hub
+  // weight, an example image none.
+  const float model_weight = 0.3f;
+  const QueryTerm dog = term(Kind::kText, 1.f, "dog");
+  const auto q = compose_query(*c_, {dog}, embedder());
+  EXPECT_EQ(search_query(*c_, q, SearchTarget::kImages, 1, QueryFilters{},
+                         query_hub_weight({dog}, SearchTarget::kImages, model_weight))[0]
+                .id,
+            plain);
+  QueryTerm example = term(Kind::kItem);
+  example.item = add("/p/example.jpg", axis(0), "", 0.f);
+  c_->sync_indexes();
+  const auto by_example =
+      search_query(*c_, axis(0), SearchTarget::kImages, 3, QueryFilters{},
+                   query_hub_weight({example}, SearchTarget::kImages, model_weight));
+  ASSERT_EQ(by_example.size(), 3u);
+  EXPECT_EQ(by_example[1].id, hub);
+  EXPECT_EQ(by_example[2].id, plain);
+}
+
+TEST_F(QueryTest, SearchQueryRanksTextsWithTheHubWeight) {
+  const float s = std::sqrt(1.f - 0.9f * 0.9f), t = std::sqrt(1.f - 0.85f * 0.85f);
+  const std::vector<float> a = {0.9f, s, 0, 0, 0, 0, 0, 0};
+  const std::vector<float> b = {0.85f, 0, t, 0, 0, 0, 0, 0};
+  std::vector<float> vectors = unit(a);
+  const auto ub = unit(b);
+  vectors.insert(vectors.end(), ub.begin(), ub.end());
+  const auto ids = c_->add_texts({"a hub caption", "a plain caption"}, vectors, "t", {0.5f, 0.f});
+  c_->sync_indexes();
+  const auto plain = search_query(*c_, axis(0), SearchTarget::kTexts, 2, QueryFilters{});
+  ASSERT_EQ(plain.size(), 2u);
+  EXPECT_EQ(plain[0].id, ids[0]);
+  EXPECT_EQ(plain[1].text, "a plain caption");
+  const auto weighted = search_query(*c_, axis(0), SearchTarget::kTexts, 2, QueryFilters{}, 0.3f);
+  ASSERT_EQ(weighted.size(), 2u);
+  EXPECT_EQ(weighted[0].id, ids[1]);
+  EXPECT_EQ(weighted[0].text, "a plain caption");
+  EXPECT_NEAR(weighted[1].score, 0.75f, 1e-5);
 }
 
 }  // namespace

@@ -7,8 +7,9 @@
   within 1e-4, with the memory and without it, and with a memory that recalls some of the
   fixtures as its own images;
 * the safetensors writer reproduces the shipped weights and memory byte for byte;
+* each document's h for hubness-aware scoring agrees with `mmsearch embed`'s;
 * the Python peer (peer_service.py) reads an index `mmsearch index` built and answers a
-  text search as `mmsearch search` does.
+  text search as `mmsearch search` does (hub penalty included).
 
     /usr/bin/python3 tests/python_reference_test.py      (from the repository root; ~20 s)
 
@@ -92,6 +93,15 @@ def cpp_embeddings(texts, images, use_memory, model_dir=MODEL_DIR):
         row = json.loads(line)
         out[(row["kind"], row["input"])] = np.array(row["embedding"], dtype=np.float32)
     return out
+
+
+def cpp_hubs(texts, images, model_dir=MODEL_DIR):
+    """{(kind, input): h} from `mmsearch embed` (each input's h as a document; absent where
+    the model has no hub banks)."""
+    args = ["embed", "--model", model_dir, "--threads", "1"]
+    args += ["--text=" + t for t in texts] + ["--image=" + p for p in images]
+    return {(row["kind"], row["input"]): row.get("hub")
+            for row in map(json.loads, run_program(*args).splitlines())}
 
 
 def write_generated_images(folder):
@@ -203,6 +213,25 @@ class EmbeddingsTest(unittest.TestCase):
                  for kind in ("text", "image")}
         self.assertGreater(moved["text"], 1e-3)
         self.assertGreater(moved["image"], 1e-3)
+
+
+    def test_hubs_agree_with_cpp(self):
+        # Hubness-aware scoring: each document's h (encoders/memory.h), computed by the
+        # reference from its own embeddings and the memory's banks, against C++'s.
+        model = self.models[True]
+        self.assertGreater(model.hub_weight, 0, "the shipped memory has no hub banks")
+        texts = list(self.texts.values())
+        cpp = cpp_hubs(texts, self.images)
+        python = {("text", t): h for t, h in zip(texts, model.text_hubs(model.embed_texts(texts)))}
+        python.update({("image", p): h for p, h in
+                       zip(self.images, model.image_hubs(model.embed_images(self.images)))})
+        spread = max(python.values()) - min(python.values())
+        self.assertGreater(spread, 1e-3, "every h alike: the comparison would prove little")
+        for key, h in python.items():
+            self.assertIsNotNone(cpp[key], "mmsearch embed gave no hub for %s" % (key,))
+            self.assertAlmostEqual(float(h), cpp[key], delta=TOLERANCE, msg=str(key))
+        self.report.append("%-28s %.1e" % ("hub h", max(abs(float(h) - cpp[k])
+                                                       for k, h in python.items())))
 
 
 class RecallTest(unittest.TestCase):

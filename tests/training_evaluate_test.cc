@@ -66,6 +66,47 @@ TEST(RetrievalMetrics, RanksFollowTheMultiCaptionProtocol) {
   EXPECT_EQ(m.i2t_ranks, (std::vector<int64_t>{1, 1, 1}));
 }
 
+TEST(RetrievalMetrics, AHubPenaltyRanksEachDirectionAsSearchWould) {
+  // The gallery of the test above. Image b (90 deg) is a hub (h 1). At weight 0.2, text a2
+  // (60 deg) still scores b first (0.87 - 0.2 > 0.50 for a) and c (100 deg) b before c (0.98
+  // - 0.2 > 0.17): the ranks stay 1, 2, 1, 2.
+  const mms::Gallery g = mms::make_gallery(
+      {pair("a", "a1"), pair("a", "a2"), pair("b", "b"), pair("c", "c")}, Split::kTest);
+  const std::vector<float> images = rows({at_angle(0), at_angle(90), at_angle(180)});
+  const std::vector<float> texts = rows({at_angle(0), at_angle(60), at_angle(90), at_angle(100)});
+  mms::HubPenalty hubs;
+  hubs.weight = 0.2f;
+  hubs.images = {0.f, 1.f, 0.f};
+  hubs.texts = {0.f, 0.f, 0.f, 0.f};
+  EXPECT_EQ(mms::retrieval_metrics(images, texts, 2, g, hubs).t2i_ranks,
+            (std::vector<int64_t>{1, 2, 1, 2}));
+  // At weight 0.5 b pays 0.5: a2 now finds a first (0.50 > 0.37); c still scores b (0.48)
+  // above its own image c (0.17).
+  hubs.weight = 0.5f;
+  EXPECT_EQ(mms::retrieval_metrics(images, texts, 2, g, hubs).t2i_ranks,
+            (std::vector<int64_t>{1, 1, 1, 2}));
+  // Image->text: caption c (100 deg, cos 0.17) is the text nearest to image c (180 deg);
+  // with text c a hub (h 1, weight 0.5) it falls to -0.33, below text b (0).
+  hubs.images = {0.f, 0.f, 0.f};
+  hubs.texts = {0.f, 0.f, 0.f, 1.f};
+  const std::vector<int64_t> i2t = mms::retrieval_metrics(images, texts, 2, g, hubs).i2t_ranks;
+  EXPECT_EQ(i2t[0], 1);
+  EXPECT_GT(i2t[2], 1);
+  // Wrong sizes are told.
+  hubs.texts = {0.f};
+  EXPECT_THROW(mms::retrieval_metrics(images, texts, 2, g, hubs), mms::Error);
+}
+
+TEST(ZeroShot, AHubPenaltyOnAPromptMovesItsImagesToTheNext) {
+  // Two prompts at 0 and 90 deg; images at 30 deg (class 0) and 50 deg (class 1, nearer
+  // prompt 1 by 40 vs 50 deg). Prompt 1 a hub (h 1) at weight 0.2 loses image 2 to prompt 0.
+  const std::vector<float> images = rows({at_angle(30), at_angle(50)});
+  const std::vector<float> prompts = rows({at_angle(0), at_angle(90)});
+  EXPECT_DOUBLE_EQ(mms::zero_shot_accuracy(images, prompts, 2, {0, 1}), 100.0);
+  EXPECT_DOUBLE_EQ(mms::zero_shot_accuracy(images, prompts, 2, {0, 1}, 0.2f, {0.f, 1.f}), 50.0);
+  EXPECT_DOUBLE_EQ(mms::zero_shot_accuracy(images, prompts, 2, {0, 1}, 0.f, {0.f, 1.f}), 100.0);
+}
+
 TEST(RetrievalMetrics, AConstantModelScoresAtChanceNotAbove) {
   const mms::Gallery g =
       mms::make_gallery({pair("a", "x"), pair("b", "y"), pair("c", "z")}, Split::kTest);

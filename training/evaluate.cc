@@ -12,15 +12,32 @@ namespace {
 
 constexpr int64_t kQueryChunk = 1024;
 
+// [n] float32 from `values` scaled by `weight`: what each gallery item's score loses (hub
+// scoring); undefined where there is no penalty.
+torch::Tensor penalty_of(const std::vector<float>& values, float weight, size_t n,
+                         const char* what) {
+  if (weight == 0 || values.empty()) return {};
+  if (values.size() != n) {
+    throw Error::invalid_argument(std::string("evaluation: ") + what + " hubs hold " +
+                                  std::to_string(values.size()) + " values, expected " +
+                                  std::to_string(n));
+  }
+  return weight * torch::from_blob(const_cast<float*>(values.data()), {static_cast<int64_t>(n)},
+                                   torch::kFloat);
+}
+
 // For each query row of `queries`, the rank (1-based) of its best relevant gallery item,
-// counting every gallery item scored >= it that is not relevant as above it.
+// counting every gallery item scored >= it that is not relevant as above it. `penalty`
+// ([gallery rows], where defined) is subtracted from each gallery item's scores.
 std::vector<int64_t> best_ranks(const torch::Tensor& queries, const torch::Tensor& gallery,
-                                const std::vector<std::vector<int32_t>>& relevant) {
+                                const std::vector<std::vector<int32_t>>& relevant,
+                                const torch::Tensor& penalty = {}) {
   std::vector<int64_t> ranks(relevant.size());
   for (int64_t start = 0; start < queries.size(0); start += kQueryChunk) {
     const int64_t end = std::min(queries.size(0), start + kQueryChunk);
-    const torch::Tensor scores =
-        torch::matmul(queries.slice(0, start, end), gallery.t()).contiguous();
+    torch::Tensor scores = torch::matmul(queries.slice(0, start, end), gallery.t());
+    if (penalty.defined()) scores = scores - penalty.unsqueeze(0);
+    scores = scores.contiguous();
     const int64_t g = gallery.size(0);
     for (int64_t q = start; q < end; ++q) {
       const float* row = scores.data_ptr<float>() + (q - start) * g;
@@ -76,15 +93,17 @@ nlohmann::json direction_json(const DirectionMetrics& m) {
 
 RetrievalMetrics retrieval_metrics(const std::vector<float>& image_emb,
                                    const std::vector<float>& text_emb, int32_t dim,
-                                   const Gallery& gallery) {
+                                   const Gallery& gallery, const HubPenalty& hubs) {
   torch::NoGradGuard no_grad;
   const torch::Tensor images = as_matrix(image_emb, dim, gallery.images.size(), "image");
   const torch::Tensor texts = as_matrix(text_emb, dim, gallery.texts.size(), "text");
   RetrievalMetrics m;
   m.n_images = static_cast<int64_t>(gallery.images.size());
   m.n_texts = static_cast<int64_t>(gallery.texts.size());
-  m.t2i_ranks = best_ranks(texts, images, gallery.text_to_images);
-  m.i2t_ranks = best_ranks(images, texts, gallery.image_to_texts);
+  m.t2i_ranks = best_ranks(texts, images, gallery.text_to_images,
+                           penalty_of(hubs.images, hubs.weight, gallery.images.size(), "image"));
+  m.i2t_ranks = best_ranks(images, texts, gallery.image_to_texts,
+                           penalty_of(hubs.texts, hubs.weight, gallery.texts.size(), "text"));
   m.t2i = summarize(m.t2i_ranks);
   m.i2t = summarize(m.i2t_ranks);
   return m;
@@ -110,13 +129,18 @@ std::string zero_shot_prompt(const std::string& tmpl, const std::string& cls) {
 }
 
 double zero_shot_accuracy(const std::vector<float>& image_emb, const std::vector<float>& prompt_emb,
-                          int32_t dim, const std::vector<int32_t>& labels) {
+                          int32_t dim, const std::vector<int32_t>& labels, float hub_weight,
+                          const std::vector<float>& prompt_hubs) {
   torch::NoGradGuard no_grad;
   const torch::Tensor images = as_matrix(image_emb, dim, labels.size(), "image");
   const torch::Tensor prompts =
       as_matrix(prompt_emb, dim, prompt_emb.size() / std::max(dim, 1), "prompt");
   if (labels.empty()) return 0.0;
-  const torch::Tensor predicted = torch::matmul(images, prompts.t()).argmax(1).contiguous();
+  torch::Tensor scores = torch::matmul(images, prompts.t());
+  const torch::Tensor penalty =
+      penalty_of(prompt_hubs, hub_weight, static_cast<size_t>(prompts.size(0)), "prompt");
+  if (penalty.defined()) scores = scores - penalty.unsqueeze(0);
+  const torch::Tensor predicted = scores.argmax(1).contiguous();
   int64_t correct = 0;
   for (size_t i = 0; i < labels.size(); ++i) correct += predicted[i].item<int64_t>() == labels[i];
   return 100.0 * static_cast<double>(correct) / static_cast<double>(labels.size());

@@ -24,12 +24,21 @@ struct RetrievalMetrics {
   std::vector<int64_t> t2i_ranks, i2t_ranks;
 };
 
+// Hubness-aware scoring (encoders/memory.h), as search ranks: a gallery item found by a query
+// of the other modality scores cosine - weight * its h. Empty: plain cosines.
+struct HubPenalty {
+  float weight = 0;
+  std::vector<float> images, texts;  // h of each gallery image and text (Embedder::*_hubs)
+  bool empty() const { return weight == 0 || (images.empty() && texts.empty()); }
+};
+
 // image_emb: [gallery.images.size(), dim], text_emb: [gallery.texts.size(), dim], rows of unit
 // norm, row-major. Ties are broken against the query (a relevant item tied with an
 // irrelevant one ranks below it), so a constant model scores at chance, never above it.
+// With `hubs`, each direction ranks by the hub-penalized score.
 RetrievalMetrics retrieval_metrics(const std::vector<float>& image_emb,
                                    const std::vector<float>& text_emb, int32_t dim,
-                                   const Gallery& gallery);
+                                   const Gallery& gallery, const HubPenalty& hubs = {});
 
 // The zero-shot task a labelled gallery poses: its classes in first-seen order and each
 // image's class index. Both are empty unless every image has a label and there are two or
@@ -49,9 +58,11 @@ inline constexpr const char* kDefaultZeroShotTemplate = "a photo of {}";
 std::string zero_shot_prompt(const std::string& tmpl, const std::string& cls);
 
 // Top-1 accuracy (percent) of classifying each image by its most similar class prompt:
-// image_emb [n, dim], prompt_emb [classes, dim], labels [n] indices into the prompts.
+// image_emb [n, dim], prompt_emb [classes, dim], labels [n] indices into the prompts. With
+// hub_weight and prompt_hubs [classes] (h of each prompt), by cosine - hub_weight * h.
 double zero_shot_accuracy(const std::vector<float>& image_emb, const std::vector<float>& prompt_emb,
-                          int32_t dim, const std::vector<int32_t>& labels);
+                          int32_t dim, const std::vector<int32_t>& labels, float hub_weight = 0,
+                          const std::vector<float>& prompt_hubs = {});
 
 // A prompt ensemble, as CLIP's: prompt_sets[t] is template t's [classes, dim] unit rows;
 // returns [classes, dim], each class the mean of its rows over the templates, renormalized.

@@ -119,6 +119,7 @@ EmbeddingMemory build_memory(const Embedder& embedder, const TrainConfig& config
 
   m.image_keys = embed_stored_images(embedder, store, loaded);
   m.text_keys = embedder.embed_texts(texts);
+  add_hub_banks(m, static_cast<uint64_t>(config.seed));
   if (stats) {
     stats->images = m.n_images();
     stats->texts = m.n_texts();

@@ -21,7 +21,8 @@ struct MemoryBuildStats {
 // max_per_epoch > 0 contributes that many of its images (a sample fixed by config.seed)
 // with their pairs, as one epoch of training sees it. The keys are `embedder`'s embeddings,
 // so load it with use_memory = false (a memory of augmented embeddings is refused).
-// Images are decoded through config.cache_dir, as training decodes them.
+// Images are decoded through config.cache_dir, as training decodes them. The memory comes
+// with its hub banks (add_hub_banks, drawn with config.seed) for hubness-aware scoring.
 //
 // The memory's texts are the pairs' captions, and with `texts` also their titles and keywords
 // (each keyword once, paired with every image it tags), so that a short query ("a cat") finds

@@ -178,13 +178,18 @@ NaturalQueries natural_queries(const std::vector<Pair>& pairs, Split split,
 
 QueryMetrics query_metrics(const NaturalQueries& queries, const std::vector<float>& image_emb,
                            const std::vector<float>& query_emb, int32_t dim,
-                           const std::vector<std::string>& templates) {
+                           const std::vector<std::string>& templates, float hub_weight,
+                           const std::vector<float>& image_hubs) {
   const size_t n_images = queries.images.size();
   const size_t n_templates = templates.size();
   const size_t n_keywords = queries.keywords.size();
   if (dim <= 0 || n_templates == 0 || image_emb.size() != n_images * size_t(dim) ||
       query_emb.size() != n_keywords * n_templates * size_t(dim)) {
     throw Error::invalid_argument("query_metrics: embeddings do not match the queries");
+  }
+  const bool penalized = hub_weight != 0 && !image_hubs.empty();
+  if (penalized && image_hubs.size() != n_images) {
+    throw Error::invalid_argument("query_metrics: image hubs do not match the images");
   }
   QueryMetrics m;
   m.templates = templates;
@@ -212,7 +217,7 @@ QueryMetrics query_metrics(const NaturalQueries& queries, const std::vector<floa
         const float* image = image_emb.data() + i * size_t(dim);
         float s = 0;
         for (int32_t d = 0; d < dim; ++d) s += query[d] * image[d];
-        scores[i] = s;
+        scores[i] = penalized ? s - hub_weight * image_hubs[i] : s;
       }
       const auto [p10, ap] =
           rank_figures(scores, relevant, static_cast<int64_t>(queries.relevant[k].size()));

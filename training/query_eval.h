@@ -65,9 +65,12 @@ struct QueryMetrics {
 // image_emb: [queries.images.size(), dim] and query_emb: [keywords * templates, dim], keyword
 // major (row k * templates + t is keyword k in template t), rows of unit norm. Ties are
 // broken against the query (an irrelevant image tied with a relevant one ranks first).
+// With hub_weight and image_hubs [images] (h of each image, encoders/memory.h), images are
+// ranked as search ranks them: cosine - hub_weight * h.
 QueryMetrics query_metrics(const NaturalQueries& queries, const std::vector<float>& image_emb,
                            const std::vector<float>& query_emb, int32_t dim,
-                           const std::vector<std::string>& templates);
+                           const std::vector<std::string>& templates, float hub_weight = 0,
+                           const std::vector<float>& image_hubs = {});
 
 // {"collection": {"p10", "map100", "n_images", "n_queries"}, "<split>": {...}, "templates",
 //  "n_keywords", "best": [{"keyword", "p10", "ap100"}] (top `shown` by p10), "worst": [...]}

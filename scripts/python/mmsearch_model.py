@@ -345,6 +345,14 @@ class Memory:
         self.recall_gate_high = float(meta.get("recall_gate_high", 0.9999))
         gap = self.image_keys.mean(0, keepdim=True) - self.text_keys.mean(0, keepdim=True)
         self.image_recall_values = F.normalize(self.image_values + gap, dim=1)
+        # Hubness-aware scoring's banks (encoders/memory.h): absent in older files, no penalty.
+        self.text_bank = self.image_bank = None
+        self.hub_k, self.hub_weight = 10, 0.0
+        if "text_bank" in tensors:
+            self.text_bank = tensors["text_bank"].float()
+            self.image_bank = tensors["image_bank"].float()
+            self.hub_k = int(float(meta["hub_k"]))
+            self.hub_weight = float(meta["hub_weight"])
 
     @staticmethod
     def _merge_identical_rows(keys):
@@ -385,6 +393,10 @@ class Memory:
                  for s in sim[:, 0]], dtype=torch.float32).view(-1, 1)
             moved = moved + recall * recall_values[idx[:, 0]]
         return F.normalize(moved, dim=1)
+
+    def hubs(self, e, bank):
+        """h of documents e [n, dim]: each row's mean of its hub_k highest cosines to `bank`."""
+        return torch.matmul(e, bank.t()).topk(min(self.hub_k, len(bank)), 1)[0].mean(1)
 
     def augment_images(self, e):
         return self.augment(e, self.image_keys, self.image_values, self.image_weight,
@@ -501,7 +513,7 @@ class Model:
         over memory.safetensors and its settings as "k/temperature/weight/gate_low/gate_high"
         and "/merged-keys", then "/recall recall_weight/recall_gate_low/recall_gate_high" when
         recall is on, then "/image-weight image_weight" when images are pulled otherwise than
-        texts (C++ std::to_string). 16 hex digits. Reads every byte: seconds for the
+        texts, then "/hub-k hub_k" when the memory has hub banks (C++ std::to_string). 16 hex digits. Reads every byte: seconds for the
         shipped model."""
         h = mmsearch_io.fnv1a64_file(os.path.join(self.model_dir, "model.safetensors"))
         image = self.config["image"]
@@ -518,8 +530,32 @@ class Model:
                                                   m.recall_gate_high)
             if m.image_weight != m.weight:
                 settings += "/image-weight %f" % m.image_weight
+            if m.text_bank is not None:
+                settings += "/hub-k %d" % m.hub_k
             h = mmsearch_io.fnv1a64(settings.encode("ascii"), h)
         return "%016x" % h
+
+    @property
+    def hub_weight(self):
+        """Hubness-aware scoring (encoders/memory.h): a document found by a query of the other
+        modality scores cosine - hub_weight * h(document); 0 without hub banks."""
+        m = self.memory
+        return m.hub_weight if m is not None and m.text_bank is not None else 0.0
+
+    @torch.no_grad()
+    def image_hubs(self, e):
+        """h of image embeddings [n, dim] (as embed_images returns them), against the
+        memory's bank of texts -> float32 [n]; zeros where hub_weight is 0."""
+        if self.hub_weight == 0:
+            return np.zeros(len(e), np.float32)
+        return self.memory.hubs(torch.as_tensor(e), self.memory.text_bank).numpy()
+
+    @torch.no_grad()
+    def text_hubs(self, e):
+        """h of text embeddings [n, dim], against the memory's bank of images."""
+        if self.hub_weight == 0:
+            return np.zeros(len(e), np.float32)
+        return self.memory.hubs(torch.as_tensor(e), self.memory.image_bank).numpy()
 
     def tokenize(self, text):
         return [self.tokenizer.bos_id()] + self.tokenizer.encode(text) + [self.tokenizer.eos_id()]
@@ -604,7 +640,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Embed texts and images with the PyTorch reference of the mmsearch model; "
                     "prints one JSON line {\"kind\", \"input\", \"embedding\"} per input, texts "
-                    "first (as `mmsearch embed`).")
+                    "first, with \"hub\" (its h as a document) where the memory has hub banks "
+                    "(as `mmsearch embed`).")
     parser.add_argument("--model", default=os.path.join(mmsearch_io.repo_root(), "data", "models",
                                                         "default"),
                         help="model directory (default: the shipped model)")
@@ -619,10 +656,14 @@ def main(argv=None):
     torch.set_num_threads(max(1, args.threads))
     model = load(args.model, use_memory=not args.no_memory)
     inputs = [("text", t) for t in args.text] + [("image", p) for p in args.image]
-    vectors = list(model.embed_texts(args.text)) + list(model.embed_images(args.image))
-    for (kind, value), vector in zip(inputs, vectors):
-        print(json.dumps({"kind": kind, "input": value,
-                          "embedding": [float(x) for x in vector]}, ensure_ascii=False))
+    texts, images = model.embed_texts(args.text), model.embed_images(args.image)
+    vectors = list(texts) + list(images)
+    hubs = list(model.text_hubs(texts)) + list(model.image_hubs(images))
+    for (kind, value), vector, hub in zip(inputs, vectors, hubs):
+        line = {"kind": kind, "input": value, "embedding": [float(x) for x in vector]}
+        if model.hub_weight > 0:
+            line["hub"] = float(hub)
+        print(json.dumps(line, ensure_ascii=False))
     return 0
 
 

@@ -80,6 +80,13 @@ class ImageIndex:
             self.index = self._build_from_catalog(dim)
             self.source = "catalog"
         self._set_search_params()
+        # Hubness-aware scoring (encoders/memory.h): each image's h, as the catalog stores it
+        # (schema 2; none in older catalogs).
+        columns = [r[1] for r in self.db.execute("PRAGMA table_info(items)")]
+        rows = self.db.execute("SELECT id, hub FROM items WHERE status = 'ok'").fetchall() \
+            if "hub" in columns else []
+        self.hubs = {r[0]: float(r[1] or 0) for r in rows}
+        self.min_hub = min(self.hubs.values(), default=0.0)
 
     def _read_verified(self, index_dir, meta, fingerprint, dim):
         """images.faiss when the catalog vouches for its bytes, else None."""
@@ -130,13 +137,30 @@ class ImageIndex:
         elif isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efSearch = EF_SEARCH
 
-    def search(self, vector, k):
+    def _ranked(self, vector, k, hub_weight):
+        """[(score, id)] best first, by inner product less hub_weight * h, exactly as
+        Collection::search ranks them: more candidates until none left out could beat the
+        k-th."""
+        query = vector.reshape(1, -1).astype(np.float32)
+        total = self.index.ntotal
+        if total == 0:
+            return []
+        n = min(total, max(4 * k, k + 64)) if hub_weight > 0 else k
+        while True:
+            scores, ids = self.index.search(query, n)
+            found = [(float(s) - hub_weight * self.hubs.get(int(i), 0.0), int(i))
+                     for s, i in zip(scores[0], ids[0]) if i >= 0]
+            found.sort(key=lambda x: -x[0])  # stable: ties keep the index's order
+            found = found[:k]
+            if hub_weight == 0 or n >= total or ids[0][-1] < 0 or (
+                    len(found) == k and found[-1][0] >= scores[0][-1] - hub_weight * self.min_hub):
+                return found
+            n = min(total, 4 * n)
+
+    def search(self, vector, k, hub_weight=0.0):
         """vector [dim] unit norm -> up to k results, best first."""
-        scores, ids = self.index.search(vector.reshape(1, -1).astype(np.float32), k)
         results = []
-        for score, item_id in zip(scores[0], ids[0]):
-            if item_id < 0:
-                continue  # fewer than k vectors
+        for score, item_id in self._ranked(vector, k, hub_weight):
             row = self.db.execute("SELECT path, caption FROM items WHERE id = ? AND status = 'ok'",
                                   (int(item_id),)).fetchone()
             if row is None:
@@ -204,7 +228,7 @@ def create_app(model_dir=None, index_dir=None):
         t0 = time.perf_counter()
         body = request.get_json(force=True, silent=True)
         query, k = _search_request(body)
-        results = index.search(model.embed_texts([query])[0], k)
+        results = index.search(model.embed_texts([query])[0], k, model.hub_weight)
         return jsonify({"results": results, "took_ms": (time.perf_counter() - t0) * 1000.0})
 
     return app
