@@ -980,14 +980,15 @@ TEST_F(CollectionTest, HubWeightedSearchMatchesBruteForce) {
   EXPECT_GE(reordered, 3) << "the hubs should change most weighted answers";
 }
 
-// The first candidates (a few times k) hold only penalized hubs: the answer lies beyond them,
-// and the search must go on asking the index until nothing left out could beat the k-th.
+// The first candidates of an exact index (max(16k, 256)) hold only penalized hubs: the answer
+// lies beyond them, and the search must go on asking the index until nothing left out could
+// beat the k-th.
 TEST_F(CollectionTest, HubWeightedSearchLooksBeyondTheFirstCandidates) {
-  constexpr int64_t kN = 600;
+  constexpr int64_t kN = 1500;
   auto c = Collection::open(dir_, options());
   const auto v = random_unit_vectors(kN, kDim, 31);
   auto queries = random_unit_vectors(5, kDim, 32);
-  const auto hubs = hubs_on_the_nearest(v, queries.data(), 160, 33);
+  const auto hubs = hubs_on_the_nearest(v, queries.data(), 400, 33);
   ids_ = store_items_with_hubs(*c, v, hubs);
   c->sync_indexes();
   ASSERT_EQ(c->index_info(Target::kImages).index_type, "Flat");
@@ -995,8 +996,8 @@ TEST_F(CollectionTest, HubWeightedSearchLooksBeyondTheFirstCandidates) {
   for (int32_t k : {5, 10}) {
     SCOPED_TRACE(k);
     const auto want = brute_force_hub(v, ids_, hubs, queries.data(), weights[0], k);
-    // The first batch of candidates search() takes: the plain top max(4k, k + 64).
-    const auto first_batch = brute_force(v, ids_, queries.data(), std::max(4 * k, k + 64));
+    // The first batch of candidates search() takes on Flat: the plain top max(16k, 256).
+    const auto first_batch = brute_force(v, ids_, queries.data(), std::max(16 * k, 256));
     int beyond = 0;
     for (const auto& h : want) {
       beyond += std::find(first_batch.begin(), first_batch.end(), h.id) == first_batch.end();
@@ -1016,14 +1017,45 @@ TEST_F(CollectionTest, HubWeightedSearchLooksBeyondTheFirstCandidates) {
   }
 }
 
+// On an approximate index the hub penalty reranks the index's shortlist (max(4k, k + 64)
+// candidates) without asking again: the answer is the k best of that shortlist by the
+// penalized score, each score the hit's inner product less weight x h.
+TEST_F(CollectionTest, HubWeightedSearchOnHnswReranksItsShortlist) {
+  constexpr int64_t kN = 800;
+  auto c = Collection::open(dir_, options("HNSW32"));
+  const auto v = random_unit_vectors(kN, kDim, 61);
+  const auto queries = random_unit_vectors(3, kDim, 62);
+  const auto hubs = uniform_hubs(kN, 63);
+  ids_ = store_items_with_hubs(*c, v, hubs);
+  c->sync_indexes();
+  ASSERT_EQ(c->index_info(Target::kImages).index_type, "HNSW32");
+  const float w = 0.5f;
+  for (int q = 0; q < 3; ++q) {
+    SCOPED_TRACE(q);
+    const float* query = queries.data() + q * kDim;
+    const auto hits = c->search(Target::kImages, query, 1, 5, &w)[0];
+    ASSERT_EQ(hits.size(), 5u);
+    // The shortlist as the index gives it (plain search, 69 hits), reranked here.
+    std::vector<SearchHit> reranked = c->search(Target::kImages, query, 1, 69)[0];
+    for (SearchHit& h : reranked) {
+      const size_t row = std::find(ids_.begin(), ids_.end(), h.id) - ids_.begin();
+      h.score -= w * hubs[row];
+    }
+    std::stable_sort(reranked.begin(), reranked.end(),
+                     [](const SearchHit& a, const SearchHit& b) { return a.score > b.score; });
+    reranked.resize(5);
+    expect_same_hits(hits, reranked);
+  }
+}
+
 TEST_F(CollectionTest, HubWeightedTextSearchMatchesBruteForce) {
-  constexpr int64_t kN = 300;
+  constexpr int64_t kN = 1200;
   auto c = Collection::open(dir_, options());
   const auto v = random_unit_vectors(kN, kDim, 41);
   const auto queries = random_unit_vectors(4, kDim, 42);
   // Uniform hubs, but the nearest texts of query 3 are heavy hubs.
   auto hubs = uniform_hubs(kN, 43);
-  const auto nearest = hubs_on_the_nearest(v, queries.data() + 3 * kDim, 120, 44);
+  const auto nearest = hubs_on_the_nearest(v, queries.data() + 3 * kDim, 400, 44);
   for (int64_t i = 0; i < kN; ++i) {
     if (nearest[i] > 0.5f) hubs[i] = nearest[i] + 0.5f;
   }
@@ -1042,7 +1074,7 @@ TEST_F(CollectionTest, HubWeightedTextSearchMatchesBruteForce) {
     if (hit_ids(hits[q]) != brute_force(v, ids, queries.data() + q * kDim, 5)) ++reordered;
   }
   EXPECT_GE(reordered, 2);
-  const auto first_batch = brute_force(v, ids, queries.data() + 3 * kDim, 69);
+  const auto first_batch = brute_force(v, ids, queries.data() + 3 * kDim, 256);
   int beyond = 0;
   for (const auto& h : hits[3]) {
     beyond += std::find(first_batch.begin(), first_batch.end(), h.id) == first_batch.end();

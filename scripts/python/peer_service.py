@@ -86,6 +86,8 @@ class ImageIndex:
         rows = self.db.execute("SELECT id, hub FROM items WHERE status = 'ok'").fetchall() \
             if "hub" in columns else []
         self.hubs = {r[0]: float(r[1] or 0) for r in rows}
+        self.exact = isinstance(
+            faiss.downcast_index(faiss.downcast_index(self.index).index), faiss.IndexFlat)
         self.min_hub = min(self.hubs.values(), default=0.0)
 
     def _read_verified(self, index_dir, meta, fingerprint, dim):
@@ -138,21 +140,22 @@ class ImageIndex:
             inner.hnsw.efSearch = EF_SEARCH
 
     def _ranked(self, vector, k, hub_weight):
-        """[(score, id)] best first, by inner product less hub_weight * h, exactly as
-        Collection::search ranks them: more candidates until none left out could beat the
-        k-th."""
+        """[(score, id)] best first, by inner product less hub_weight * h, as
+        Collection::search ranks them: on a Flat index exactly (more candidates until none
+        left out could beat the k-th), on an approximate one within a shortlist."""
         query = vector.reshape(1, -1).astype(np.float32)
         total = self.index.ntotal
         if total == 0:
             return []
-        n = min(total, max(4 * k, k + 64)) if hub_weight > 0 else k
+        n = min(total, max(16 * k, 256) if self.exact else max(4 * k, k + 64)) \
+            if hub_weight > 0 else k
         while True:
             scores, ids = self.index.search(query, n)
             found = [(float(s) - hub_weight * self.hubs.get(int(i), 0.0), int(i))
                      for s, i in zip(scores[0], ids[0]) if i >= 0]
             found.sort(key=lambda x: -x[0])  # stable: ties keep the index's order
             found = found[:k]
-            if hub_weight == 0 or n >= total or ids[0][-1] < 0 or (
+            if hub_weight == 0 or not self.exact or n >= total or ids[0][-1] < 0 or (
                     len(found) == k and found[-1][0] >= scores[0][-1] - hub_weight * self.min_hub):
                 return found
             n = min(total, 4 * n)

@@ -5,9 +5,10 @@
 //     Writes an INDEX_DIR of synthetic items for MODEL_DIR: seeded random unit vectors (not
 //     embeddings of real images: they make the scale point, the index size and its search
 //     cost, not meaningful results) with made-up paths and captions, through
-//     Collection::upsert_items in batches, then builds the FAISS index (sync_indexes) and
-//     prints the index type it got ("auto": Flat below 100k vectors, HNSW32 from 100k on).
-//     A catalog that already holds that many items is kept as it is.
+//     Collection::upsert_items in batches (each item with its h from the model's hub banks),
+//     then builds the FAISS index (sync_indexes) and prints the index type it got ("auto": Flat
+//     below 100k vectors, HNSW32 from 100k on). A catalog that already holds that many items is
+//     kept as it is.
 //
 //   build/serve_bench stages --model MODEL_DIR --index INDEX_DIR [--queries FILE]
 //                            [--threads N] [--k 10] [--rounds 15]
@@ -19,7 +20,9 @@
 //                    alone; the Embedder exposes tokenize and encode separately, so encode is
 //                    measured directly, not as embed_texts minus tokenize)
 //       embed_texts  tokenize + encode, as the server's batcher calls it, for a cross-check
-//       search       Collection::search, k hits, single and batched (8, 64)
+//       search       Collection::search, k hits, single and batched (8, 64), with the
+//                    model's hub weight as the server searches a text over images
+//       search_cosine  the same by plain cosine (no hub rerank), beside it
 //       resolve      resolve_hits: the catalog lookups that turn k hits into paths/captions
 //     Lines are "STAGE BATCH MS_PER_QUERY" so that the script can read them.
 #include <algorithm>
@@ -109,6 +112,14 @@ int make_index(const Args& a) {
         for (float& x : w.vector) x *= inv;
         writes.push_back(std::move(w));
       }
+      // Each item's h, as the indexer stores it (hubness-aware scoring), so that searches
+      // take the served path.
+      std::vector<float> vectors;
+      for (const mms::ItemWrite& w : writes)
+        vectors.insert(vectors.end(), w.vector.begin(), w.vector.end());
+      const std::vector<float> hubs =
+          embedder->image_hubs(vectors.data(), static_cast<int64_t>(writes.size()));
+      for (size_t i = 0; i < writes.size(); ++i) writes[i].hub = hubs[i];
       collection->upsert_items(writes);
     }
     std::printf("catalog written in %.1f s\n", seconds_since(t0));
@@ -197,13 +208,27 @@ int stages(const Args& a) {
            }));
   }
   std::vector<std::vector<mms::SearchHit>> hits;
+  // As the server searches a text over images: with the model's hub weight (the penalty's
+  // rerank); beside it the same searches by plain cosine, what they cost without it.
+  const std::vector<float> hub_weights(kPerRound, embedder->hub_weight());
   for (const int b : {1, 8, 64}) {
     report("search", b, median_ms_per_query(a.rounds, kPerRound, [&] {
              hits.clear();
              for (int i = 0; i < kPerRound; i += b) {
-               auto found = collection->search(mms::Collection::Target::kImages,
-                                               &queries[size_t(i) * dim], b, a.k);
+               auto found =
+                   collection->search(mms::Collection::Target::kImages, &queries[size_t(i) * dim],
+                                      b, a.k, hub_weights.data());
                for (auto& h : found) hits.push_back(std::move(h));
+             }
+           }));
+  }
+  for (const int b : {1, 8, 64}) {
+    report("search_cosine", b, median_ms_per_query(a.rounds, kPerRound, [&] {
+             for (int i = 0; i < kPerRound; i += b) {
+               sink +=
+                   collection
+                       ->search(mms::Collection::Target::kImages, &queries[size_t(i) * dim], b, a.k)
+                       .size();
              }
            }));
   }
