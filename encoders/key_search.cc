@@ -77,10 +77,14 @@ int64_t KeySearch::fallbacks() const {
   return fallbacks_.load();
 }
 
-void KeySearch::exact_scan(const float* q, int32_t k, float* sims, int64_t* rows) const {
+void KeySearch::exact_scan(const float* q, int32_t k, float* sims, int64_t* rows, float weight,
+                           const float* penalties) const {
   thread_local std::vector<std::pair<float, int64_t>> scored;
   scored.resize(static_cast<size_t>(n_));
-  for (int64_t r = 0; r < n_; ++r) scored[r] = {float_dot(q, keys_ + r * dim_, dim_), r};
+  for (int64_t r = 0; r < n_; ++r) {
+    const float s = float_dot(q, keys_ + r * dim_, dim_);
+    scored[r] = {penalties ? s - weight * penalties[r] : s, r};
+  }
   std::partial_sort(scored.begin(), scored.begin() + k, scored.end(),
                     [](const auto& a, const auto& b) { return a.first > b.first; });
   for (int32_t i = 0; i < k; ++i) {
@@ -89,10 +93,12 @@ void KeySearch::exact_scan(const float* q, int32_t k, float* sims, int64_t* rows
   }
 }
 
-void KeySearch::top_k(const float* q, int32_t k, float* sims, int64_t* rows) const {
+void KeySearch::top_k(const float* q, int32_t k, float* sims, int64_t* rows, float weight,
+                      const float* penalties) const {
   if (k < 1 || k > n_) throw Error::invalid_argument("KeySearch: k is outside 1..n");
+  if (weight == 0.f) penalties = nullptr;
   const int64_t candidates = std::max<int64_t>(4 * k, 32);
-  if (n_ < 8 * candidates) return exact_scan(q, k, sims, rows);
+  if (n_ < 8 * candidates) return exact_scan(q, k, sims, rows, weight, penalties);
 
   // The query in 16 bits: q ~ q_scale * q16, off by at most q_scale / 2 a component.
   float q_max = 0.f, q_l1 = 0.f;
@@ -100,7 +106,8 @@ void KeySearch::top_k(const float* q, int32_t k, float* sims, int64_t* rows) con
     q_max = std::max(q_max, std::fabs(q[i]));
     q_l1 += std::fabs(q[i]);
   }
-  if (!(q_max > 0.f) || !std::isfinite(q_l1)) return exact_scan(q, k, sims, rows);
+  if (!(q_max > 0.f) || !std::isfinite(q_l1))
+    return exact_scan(q, k, sims, rows, weight, penalties);
   const float q_scale = q_max / 32767.f;
   thread_local std::vector<int16_t> q16;
   q16.resize(static_cast<size_t>(dim_));
@@ -117,6 +124,7 @@ void KeySearch::top_k(const float* q, int32_t k, float* sims, int64_t* rows) con
         q_scale * s * static_cast<float>(int_dot(q16.data(), &quantized_[r * dim_], dim_));
     upper[r] = approx + 0.5f * s * q_l1 + 0.5f * q_scale * l1_[r] +
                0.25f * static_cast<float>(dim_) * q_scale * s + kSlack;
+    if (penalties) upper[r] -= weight * penalties[r];
   }
   order.resize(static_cast<size_t>(n_));
   std::iota(order.begin(), order.end(), int64_t{0});
@@ -130,7 +138,8 @@ void KeySearch::top_k(const float* q, int32_t k, float* sims, int64_t* rows) con
     std::nth_element(order.begin() + done, order.begin() + c, order.end(), higher_bound);
     for (int64_t i = done; i < c; ++i) {
       const int64_t r = order[i];
-      scored.emplace_back(float_dot(q, keys_ + r * dim_, dim_), r);
+      const float score = float_dot(q, keys_ + r * dim_, dim_);
+      scored.emplace_back(penalties ? score - weight * penalties[r] : score, r);
     }
     done = c;
     // No row outside the first c scores above this bound (nth_element puts the largest of
@@ -148,7 +157,7 @@ void KeySearch::top_k(const float* q, int32_t k, float* sims, int64_t* rows) con
     }
   }
   fallbacks_.fetch_add(1);
-  exact_scan(q, k, sims, rows);
+  exact_scan(q, k, sims, rows, weight, penalties);
 }
 
 }  // namespace mms

@@ -30,8 +30,11 @@ class KeySearch {
   KeySearch(const float* keys, int64_t n, int32_t dim);
 
   // The k best rows for query q ([dim] floats), best first, written to sims[k] and rows[k].
-  // k is at most n.
-  void top_k(const float* q, int32_t k, float* sims, int64_t* rows) const;
+  // k is at most n. With `penalties` ([n], one per row), a row scores its inner product less
+  // weight * penalties[row] instead (hubness-aware scoring, index/collection.h), found by the
+  // same proof.
+  void top_k(const float* q, int32_t k, float* sims, int64_t* rows, float weight = 0.f,
+             const float* penalties = nullptr) const;
 
   int64_t size() const { return n_; }
   int32_t dim() const { return dim_; }
@@ -39,7 +42,8 @@ class KeySearch {
   int64_t fallbacks() const;
 
  private:
-  void exact_scan(const float* q, int32_t k, float* sims, int64_t* rows) const;
+  void exact_scan(const float* q, int32_t k, float* sims, int64_t* rows, float weight,
+                  const float* penalties) const;
 
   const float* keys_;
   int64_t n_;

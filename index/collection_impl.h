@@ -34,6 +34,9 @@ struct LoadedIndex {
   FaissFileStamp stamp;    // of the file it came from or went to; empty when only in memory
   int64_t generation = -1;
   std::shared_ptr<const FlatShortcut> flat;  // for a few queries on a Flat index
+  // With `flat` and hubs: each stored vector's h in the flat storage's order (its full
+  // penalized scan).
+  std::vector<float> row_hubs;
 };
 
 struct Collection::Impl {

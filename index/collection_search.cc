@@ -261,6 +261,12 @@ void swap_in(Collection::Impl& impl, Target target, LoadedIndex next) {
   if (next.index) {
     use_simd_distances(next.index.get());
     next.flat = FlatShortcut::make(*next.index);
+    if (next.flat && next.hubs && next.hubs->any) {
+      next.row_hubs.resize(static_cast<size_t>(next.flat->size()));
+      for (int64_t r = 0; r < next.flat->size(); ++r) {
+        next.row_hubs[r] = next.hubs->of(next.flat->row_ids()[r]);
+      }
+    }
   }
   {
     std::unique_lock<std::shared_mutex> lock(impl.search_mutex);
@@ -357,18 +363,6 @@ float HubTable::of(int64_t id) const {
 
 namespace {
 
-// The index's n best candidates of each query, by inner product: [nq, n] scores and ids.
-void candidates(const LoadedIndex& loaded, const float* queries, int64_t nq, int64_t n,
-                std::vector<float>& scores, std::vector<int64_t>& ids) {
-  scores.assign(static_cast<size_t>(nq * n), 0.f);
-  ids.assign(static_cast<size_t>(nq * n), -1);
-  if (loaded.flat && nq <= FlatShortcut::kMaxQueries) {
-    loaded.flat->search(queries, nq, n, scores.data(), ids.data());
-  } else {
-    search_faiss(*loaded.index, queries, nq, n, scores.data(), ids.data());
-  }
-}
-
 // The k best of n candidates (scores best first, ids -1 for none) by score - weight * h,
 // into `out`. Returns whether they are provably the k best of the whole index: when every
 // vector was a candidate, or when no vector left out (whose inner product is at most the
@@ -424,22 +418,35 @@ std::vector<std::vector<SearchHit>> Collection::search(Target target, const floa
   if (nq == 0 || kk == 0) return hits;
   const HubTable* hubs = loaded.hubs && loaded.hubs->any ? loaded.hubs.get() : nullptr;
   auto weight = [&](int64_t q) { return hubs && hub_weights ? hub_weights[q] : 0.f; };
-  // With hub weights, more candidates than k to rerank. On an exact (Flat) index, enough that
-  // the bound on what is left out proves most answers at once (a larger k costs a scan little;
-  // over the Open Clip Art collection 256 candidates prove 9 in 10 of the benchmark's 1,000
-  // short queries, 74 half of them), then four times as many while it does not. On an
-  // approximate index the shortlist is the answer: it was never exact, and a longer walk per
-  // retry would cost more than it finds (there, the exact top 10 lay within the first 74 by
-  // cosine for every one of those queries).
-  const bool exact = loaded.flat != nullptr;
+  // With hub weights. An exact (Flat) index answers a few queries at a time exactly by the
+  // penalized score (FlatShortcut: the int8 scan's proof takes the penalty into its bounds).
+  // Otherwise the index's max(4k, k + 64) best by inner product are reranked. On an
+  // approximate index (HNSW, IVF) that shortlist is the answer: it was never exact (over the
+  // Open Clip Art collection the exact top 10 lay within the first 74 by cosine for every one
+  // of the benchmark's 1,000 short queries). On an exact one, a shortlist whose k-th
+  // penalized score beats anything left out (a bound from the least h) is the answer, and
+  // otherwise the query is asked again of FlatShortcut.
+  const bool exact = loaded.flat != nullptr && !loaded.row_hubs.empty();
   bool any_weight = false;
   for (int64_t q = 0; q < nq; ++q) any_weight = any_weight || weight(q) > 0;
-  const int64_t shortlist =
-      exact ? std::max<int64_t>(16 * kk, 256) : std::max<int64_t>(4 * kk, kk + 64);
-  const int64_t n = any_weight ? std::min(total, shortlist) : kk;
+  std::vector<float> weights(static_cast<size_t>(nq));
+  for (int64_t q = 0; q < nq; ++q) weights[q] = weight(q);
   std::vector<float> scores;
   std::vector<int64_t> ids;
-  candidates(loaded, queries, nq, n, scores, ids);
+  if (loaded.flat && nq <= FlatShortcut::kMaxQueries) {
+    scores.resize(static_cast<size_t>(nq * kk));
+    ids.resize(static_cast<size_t>(nq * kk));
+    loaded.flat->search(queries, nq, kk, scores.data(), ids.data(), weights.data(),
+                        exact ? loaded.row_hubs.data() : nullptr);
+    for (int64_t q = 0; q < nq; ++q) {
+      for (int64_t j = 0; j < kk; ++j) hits[q].push_back({ids[q * kk + j], scores[q * kk + j]});
+    }
+    return hits;
+  }
+  const int64_t n = any_weight ? std::min(total, std::max<int64_t>(4 * kk, kk + 64)) : kk;
+  scores.resize(static_cast<size_t>(nq * n));
+  ids.resize(static_cast<size_t>(nq * n));
+  search_faiss(*loaded.index, queries, nq, n, scores.data(), ids.data());
   for (int64_t q = 0; q < nq; ++q) {
     if (weight(q) == 0) {
       for (int64_t j = 0; j < kk; ++j) {
@@ -448,16 +455,15 @@ std::vector<std::vector<SearchHit>> Collection::search(Target target, const floa
       }
       continue;
     }
-    int64_t m = n;
-    const float* s = scores.data() + q * n;
-    const int64_t* i = ids.data() + q * n;
-    std::vector<float> more_scores;
-    std::vector<int64_t> more_ids;
-    while (!rerank(s, i, m, kk, weight(q), *hubs, total, hits[q]) && exact) {
-      m = std::min(total, 4 * m);
-      candidates(loaded, queries + q * impl_->dim, 1, m, more_scores, more_ids);
-      s = more_scores.data();
-      i = more_ids.data();
+    if (!rerank(scores.data() + q * n, ids.data() + q * n, n, kk, weight(q), *hubs, total,
+                hits[q]) &&
+        exact) {
+      std::vector<float> s(static_cast<size_t>(kk));
+      std::vector<int64_t> i(static_cast<size_t>(kk));
+      loaded.flat->search(queries + q * impl_->dim, 1, kk, s.data(), i.data(), &weights[q],
+                          loaded.row_hubs.data());
+      hits[q].clear();
+      for (int64_t j = 0; j < kk; ++j) hits[q].push_back({i[j], s[j]});
     }
   }
   return hits;

@@ -274,12 +274,13 @@ std::unique_ptr<FlatShortcut> FlatShortcut::make(const faiss::Index& index) {
                        reinterpret_cast<const int64_t*>(map->id_map.data())));
 }
 
-void FlatShortcut::search(const float* queries, int64_t nq, int64_t k, float* scores,
-                          int64_t* ids) const {
+void FlatShortcut::search(const float* queries, int64_t nq, int64_t k, float* scores, int64_t* ids,
+                          const float* weights, const float* row_hubs) const {
   for (int64_t q = 0; q < nq; ++q) {
     float* s = scores + q * k;
     int64_t* rows = ids + q * k;
-    keys_.top_k(queries + q * keys_.dim(), static_cast<int32_t>(k), s, rows);
+    keys_.top_k(queries + q * keys_.dim(), static_cast<int32_t>(k), s, rows,
+                weights && row_hubs ? weights[q] : 0.f, row_hubs);
     for (int64_t j = 0; j < k; ++j) rows[j] = ids_[rows[j]];
   }
 }

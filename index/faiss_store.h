@@ -79,8 +79,15 @@ class FlatShortcut {
   // nullptr unless `index` is an IndexIDMap over an IndexFlat with inner product. The index
   // must outlive the shortcut and not change.
   static std::unique_ptr<FlatShortcut> make(const faiss::Index& index);
-  // As search_faiss, for k <= the index's size.
-  void search(const float* queries, int64_t nq, int64_t k, float* scores, int64_t* ids) const;
+  // As search_faiss, for k <= the index's size. With weights ([nq]) and row_hubs (one per
+  // stored vector, in storage order: row_ids()), query q's vectors score their inner product
+  // less weights[q] * row_hubs[row] (hubness-aware scoring), exactly.
+  void search(const float* queries, int64_t nq, int64_t k, float* scores, int64_t* ids,
+              const float* weights = nullptr, const float* row_hubs = nullptr) const;
+
+  int64_t size() const { return keys_.size(); }
+  // Each stored vector's catalog id, in storage order.
+  const int64_t* row_ids() const { return ids_; }
 
  private:
   FlatShortcut(const float* vectors, int64_t n, int32_t dim, const int64_t* ids);

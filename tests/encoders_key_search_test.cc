@@ -84,6 +84,51 @@ TEST(KeySearch, FindsExactlyTheNearestKeysOfAFloatScan) {
   EXPECT_LT(search.fallbacks(), 60) << "of 600 searches";
 }
 
+TEST(KeySearch, PenalizedScoresAreFoundExactlyToo) {
+  // Hubness-aware scoring: a row scores q.k - weight * penalty[row]. Penalties large enough
+  // to reorder most answers (the rows nearest a query's cluster carry the heaviest).
+  const int32_t dim = 64;
+  const int64_t n = 5000;
+  const std::vector<float> keys = clustered_keys(n, dim, 5);
+  std::mt19937_64 rng(17);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  std::vector<float> penalties(n);
+  for (float& p : penalties) p = u(rng);
+  const mms::KeySearch search(keys.data(), n, dim);
+  std::normal_distribution<float> normal;
+  int reordered = 0;
+  for (int trial = 0; trial < 100; ++trial) {
+    std::vector<float> q(dim);
+    const int64_t near = static_cast<int64_t>(rng() % n);
+    for (int32_t i = 0; i < dim; ++i) q[i] = keys[near * dim + i] + 0.3f * normal(rng);
+    q = unit(q);
+    for (const float weight : {0.2f, 1.f}) {
+      const int32_t k = 10;
+      std::vector<std::pair<double, int64_t>> want;
+      for (int64_t r = 0; r < n; ++r) {
+        double s = 0.0;
+        for (int32_t i = 0; i < dim; ++i) s += double(q[i]) * keys[r * dim + i];
+        want.emplace_back(s - double(weight) * penalties[r], r);
+      }
+      std::partial_sort(want.begin(), want.begin() + k, want.end(),
+                        [](const auto& a, const auto& b) { return a.first > b.first; });
+      std::vector<float> sims(k);
+      std::vector<int64_t> rows(k);
+      search.top_k(q.data(), k, sims.data(), rows.data(), weight, penalties.data());
+      for (int32_t i = 0; i < k; ++i) {
+        // (rows whose scores tie within float rounding may come in either order)
+        if (i + 1 < k && want[i].first - want[i + 1].first < 1e-6) continue;
+        if (i > 0 && want[i - 1].first - want[i].first < 1e-6) continue;
+        EXPECT_EQ(rows[i], want[i].second) << "trial " << trial << " weight " << weight;
+        EXPECT_NEAR(sims[i], want[i].first, 1e-5);
+      }
+      const auto plain = brute_force(keys, dim, q.data(), k);
+      reordered += plain[0].second != rows[0];
+    }
+  }
+  EXPECT_GT(reordered, 50) << "the penalties should change most answers' first row";
+}
+
 TEST(KeySearch, TiesAtTheBoundaryFallBackToTheScan) {
   // Every key is the same row: no bound can separate them, so the scan answers.
   const int32_t dim = 16;

@@ -141,14 +141,14 @@ class ImageIndex:
 
     def _ranked(self, vector, k, hub_weight):
         """[(score, id)] best first, by inner product less hub_weight * h, as
-        Collection::search ranks them: on a Flat index exactly (more candidates until none
-        left out could beat the k-th), on an approximate one within a shortlist."""
+        Collection::search ranks them: within a shortlist of the index's max(4k, k + 64)
+        best, and on a Flat index exactly (all of them, where the shortlist's k-th could be
+        beaten by one left out)."""
         query = vector.reshape(1, -1).astype(np.float32)
         total = self.index.ntotal
         if total == 0:
             return []
-        n = min(total, max(16 * k, 256) if self.exact else max(4 * k, k + 64)) \
-            if hub_weight > 0 else k
+        n = min(total, max(4 * k, k + 64)) if hub_weight > 0 else k
         while True:
             scores, ids = self.index.search(query, n)
             found = [(float(s) - hub_weight * self.hubs.get(int(i), 0.0), int(i))
@@ -158,7 +158,7 @@ class ImageIndex:
             if hub_weight == 0 or not self.exact or n >= total or ids[0][-1] < 0 or (
                     len(found) == k and found[-1][0] >= scores[0][-1] - hub_weight * self.min_hub):
                 return found
-            n = min(total, 4 * n)
+            n = total
 
     def search(self, vector, k, hub_weight=0.0):
         """vector [dim] unit norm -> up to k results, best first."""
