@@ -86,8 +86,14 @@ class ImageIndex:
         rows = self.db.execute("SELECT id, hub FROM items WHERE status = 'ok'").fetchall() \
             if "hub" in columns else []
         self.hubs = {r[0]: float(r[1] or 0) for r in rows}
-        self.exact = isinstance(
-            faiss.downcast_index(faiss.downcast_index(self.index).index), faiss.IndexFlat)
+        inner = faiss.downcast_index(faiss.downcast_index(self.index).index)
+        self.exact = isinstance(inner, faiss.IndexFlat) and self.index.ntotal > 0
+        if self.exact:  # the stored vectors (a view, not a copy) and their h, in storage order
+            self.xb = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(
+                inner.ntotal, inner.d)
+            self.row_ids = faiss.vector_to_array(faiss.downcast_index(self.index).id_map)
+            self.row_hubs = np.array([self.hubs.get(int(i), 0.0) for i in self.row_ids],
+                                     np.float32)
         self.min_hub = min(self.hubs.values(), default=0.0)
 
     def _read_verified(self, index_dir, meta, fingerprint, dim):
@@ -142,23 +148,26 @@ class ImageIndex:
     def _ranked(self, vector, k, hub_weight):
         """[(score, id)] best first, by inner product less hub_weight * h, as
         Collection::search ranks them: within a shortlist of the index's max(4k, k + 64)
-        best, and on a Flat index exactly (all of them, where the shortlist's k-th could be
-        beaten by one left out)."""
+        best, and on a Flat index exactly (a scan of every vector by its penalized score,
+        where the shortlist's k-th could be beaten by one left out)."""
         query = vector.reshape(1, -1).astype(np.float32)
         total = self.index.ntotal
         if total == 0:
             return []
         n = min(total, max(4 * k, k + 64)) if hub_weight > 0 else k
-        while True:
-            scores, ids = self.index.search(query, n)
-            found = [(float(s) - hub_weight * self.hubs.get(int(i), 0.0), int(i))
-                     for s, i in zip(scores[0], ids[0]) if i >= 0]
-            found.sort(key=lambda x: -x[0])  # stable: ties keep the index's order
-            found = found[:k]
-            if hub_weight == 0 or not self.exact or n >= total or ids[0][-1] < 0 or (
-                    len(found) == k and found[-1][0] >= scores[0][-1] - hub_weight * self.min_hub):
-                return found
-            n = total
+        scores, ids = self.index.search(query, n)
+        found = [(float(s) - hub_weight * self.hubs.get(int(i), 0.0), int(i))
+                 for s, i in zip(scores[0], ids[0]) if i >= 0]
+        found.sort(key=lambda x: -x[0])  # stable: ties keep the index's order
+        found = found[:k]
+        if hub_weight == 0 or not self.exact or n >= total or ids[0][-1] < 0 or (
+                len(found) == k and found[-1][0] >= scores[0][-1] - hub_weight * self.min_hub):
+            return found
+        # Not proven: one scan of every stored vector by its penalized score.
+        penalized = self.xb @ query[0] - hub_weight * self.row_hubs
+        best = np.argpartition(-penalized, k - 1)[:k] if k < total else np.arange(total)
+        best = best[np.argsort(-penalized[best], kind="stable")]
+        return [(float(penalized[r]), int(self.row_ids[r])) for r in best]
 
     def search(self, vector, k, hub_weight=0.0):
         """vector [dim] unit norm -> up to k results, best first."""
