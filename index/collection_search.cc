@@ -420,10 +420,11 @@ std::vector<std::vector<SearchHit>> Collection::search(Target target, const floa
   auto weight = [&](int64_t q) { return hubs && hub_weights ? hub_weights[q] : 0.f; };
   // With hub weights. An exact (Flat) index answers a few queries at a time exactly by the
   // penalized score (FlatShortcut: the int8 scan's proof takes the penalty into its bounds).
-  // Otherwise the index's max(4k, k + 64) best by inner product are reranked. On an
-  // approximate index (HNSW, IVF) that shortlist is the answer: it was never exact (over the
-  // Open Clip Art collection the exact top 10 lay within the first 74 by cosine for every one
-  // of the benchmark's 1,000 short queries). On an exact one, a shortlist whose k-th
+  // Otherwise the index's max(4k, 64) best by inner product are reranked (64: HNSW's default
+  // efSearch, so that its walk is no longer than for k hits). On an approximate index (HNSW,
+  // IVF) that shortlist is the answer: it was never exact (over the Open Clip Art collection
+  // the exact top 10 lay within the first 64 by cosine for every one of the benchmark's 1,000
+  // short queries; within the first 32 for 966). On an exact one, a shortlist whose k-th
   // penalized score beats anything left out (a bound from the least h) is the answer, and
   // otherwise the query is asked again of FlatShortcut.
   const bool exact = loaded.flat != nullptr && !loaded.row_hubs.empty();
@@ -443,7 +444,7 @@ std::vector<std::vector<SearchHit>> Collection::search(Target target, const floa
     }
     return hits;
   }
-  const int64_t n = any_weight ? std::min(total, std::max<int64_t>(4 * kk, kk + 64)) : kk;
+  const int64_t n = any_weight ? std::min(total, std::max<int64_t>(4 * kk, 64)) : kk;
   scores.resize(static_cast<size_t>(nq * n));
   ids.resize(static_cast<size_t>(nq * n));
   search_faiss(*loaded.index, queries, nq, n, scores.data(), ids.data());

@@ -1017,7 +1017,7 @@ TEST_F(CollectionTest, HubWeightedSearchLooksBeyondTheFirstCandidates) {
   }
 }
 
-// On an approximate index the hub penalty reranks the index's shortlist (max(4k, k + 64)
+// On an approximate index the hub penalty reranks the index's shortlist (max(4k, 64)
 // candidates) without asking again: the answer is the k best of that shortlist by the
 // penalized score, each score the hit's inner product less weight x h.
 TEST_F(CollectionTest, HubWeightedSearchOnHnswReranksItsShortlist) {
@@ -1035,8 +1035,8 @@ TEST_F(CollectionTest, HubWeightedSearchOnHnswReranksItsShortlist) {
     const float* query = queries.data() + q * kDim;
     const auto hits = c->search(Target::kImages, query, 1, 5, &w)[0];
     ASSERT_EQ(hits.size(), 5u);
-    // The shortlist as the index gives it (plain search, 69 hits), reranked here.
-    std::vector<SearchHit> reranked = c->search(Target::kImages, query, 1, 69)[0];
+    // The shortlist as the index gives it (plain search, 64 hits), reranked here.
+    std::vector<SearchHit> reranked = c->search(Target::kImages, query, 1, 64)[0];
     for (SearchHit& h : reranked) {
       const size_t row = std::find(ids_.begin(), ids_.end(), h.id) - ids_.begin();
       h.score -= w * hubs[row];

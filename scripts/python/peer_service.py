@@ -147,14 +147,13 @@ class ImageIndex:
 
     def _ranked(self, vector, k, hub_weight):
         """[(score, id)] best first, by inner product less hub_weight * h, as
-        Collection::search ranks them: within a shortlist of the index's max(4k, k + 64)
-        best, and on a Flat index exactly (a scan of every vector by its penalized score,
+        Collection::search ranks them: within a shortlist of the index's max(4k, 64) best, and on a Flat index exactly (a scan of every vector by its penalized score,
         where the shortlist's k-th could be beaten by one left out)."""
         query = vector.reshape(1, -1).astype(np.float32)
         total = self.index.ntotal
         if total == 0:
             return []
-        n = min(total, max(4 * k, k + 64)) if hub_weight > 0 else k
+        n = min(total, max(4 * k, 64)) if hub_weight > 0 else k
         scores, ids = self.index.search(query, n)
         found = [(float(s) - hub_weight * self.hubs.get(int(i), 0.0), int(i))
                  for s, i in zip(scores[0], ids[0]) if i >= 0]
