@@ -416,8 +416,12 @@ std::vector<std::vector<SearchHit>> Collection::search(Target target, const floa
   const int64_t total = loaded.index->ntotal;
   const int64_t kk = std::min<int64_t>(k, total);
   if (nq == 0 || kk == 0) return hits;
+  // Each query's hub weight; all 0 where the index holds no h.
   const HubTable* hubs = loaded.hubs && loaded.hubs->any ? loaded.hubs.get() : nullptr;
-  auto weight = [&](int64_t q) { return hubs && hub_weights ? hub_weights[q] : 0.f; };
+  std::vector<float> weights(static_cast<size_t>(nq), 0.f);
+  if (hubs && hub_weights) weights.assign(hub_weights, hub_weights + nq);
+  const bool any_weight =
+      std::any_of(weights.begin(), weights.end(), [](float w) { return w > 0; });
   // With hub weights. An exact (Flat) index answers a few queries at a time exactly by the
   // penalized score (FlatShortcut: the int8 scan's proof takes the penalty into its bounds).
   // Otherwise the index's max(4k, 64) best by inner product are reranked (64: HNSW's default
@@ -428,10 +432,6 @@ std::vector<std::vector<SearchHit>> Collection::search(Target target, const floa
   // penalized score beats anything left out (a bound from the least h) is the answer, and
   // otherwise the query is asked again of FlatShortcut.
   const bool exact = loaded.flat != nullptr && !loaded.row_hubs.empty();
-  bool any_weight = false;
-  for (int64_t q = 0; q < nq; ++q) any_weight = any_weight || weight(q) > 0;
-  std::vector<float> weights(static_cast<size_t>(nq));
-  for (int64_t q = 0; q < nq; ++q) weights[q] = weight(q);
   std::vector<float> scores;
   std::vector<int64_t> ids;
   if (loaded.flat && nq <= FlatShortcut::kMaxQueries) {
@@ -449,14 +449,14 @@ std::vector<std::vector<SearchHit>> Collection::search(Target target, const floa
   ids.resize(static_cast<size_t>(nq * n));
   search_faiss(*loaded.index, queries, nq, n, scores.data(), ids.data());
   for (int64_t q = 0; q < nq; ++q) {
-    if (weight(q) == 0) {
+    if (weights[q] == 0) {
       for (int64_t j = 0; j < kk; ++j) {
         const int64_t id = ids[q * n + j];
         if (id >= 0) hits[q].push_back({id, scores[q * n + j]});
       }
       continue;
     }
-    if (!rerank(scores.data() + q * n, ids.data() + q * n, n, kk, weight(q), *hubs, total,
+    if (!rerank(scores.data() + q * n, ids.data() + q * n, n, kk, weights[q], *hubs, total,
                 hits[q]) &&
         exact) {
       std::vector<float> s(static_cast<size_t>(kk));

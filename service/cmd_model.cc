@@ -305,22 +305,22 @@ void run_embed(const EmbedCommand& c) {
   }
   set_compute_threads(resolve_threads(c.threads));
   const std::unique_ptr<Embedder> embedder = Embedder::load(c.model_dir, c.use_memory);
-  // With hub banks, each line also gives the input's h as a document (encoders/memory.h).
-  const bool hubs = embedder->hub_weight() > 0;
-  auto print = [&](const char* kind, const std::string& input, const float* v) {
+  // With hub banks, each line also gives the input's h as a document (encoders/memory.h),
+  // computed for a whole batch at a time (`hubs`, one per row of its embeddings).
+  const bool with_hubs = embedder->hub_weight() > 0;
+  auto print = [&](const char* kind, const std::string& input, const float* v, float hub) {
     nlohmann::json line = {{"kind", kind},
                            {"input", input},
                            {"embedding", std::vector<float>(v, v + embedder->dim())}};
-    if (hubs) {
-      line["hub"] = std::string(kind) == "text" ? embedder->text_hubs(v, 1)[0]
-                                                : embedder->image_hubs(v, 1)[0];
-    }
+    if (with_hubs) line["hub"] = hub;
     std::cout << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   };
   if (!c.texts.empty()) {
     const std::vector<float> emb = embedder->embed_texts(c.texts);
+    const std::vector<float> hubs =
+        embedder->text_hubs(emb.data(), static_cast<int64_t>(c.texts.size()));
     for (size_t i = 0; i < c.texts.size(); ++i) {
-      print("text", c.texts[i], emb.data() + i * size_t(embedder->dim()));
+      print("text", c.texts[i], emb.data() + i * size_t(embedder->dim()), hubs[i]);
     }
   }
   // An image that cannot be loaded is told on stderr and left out; the others are still
@@ -336,8 +336,10 @@ void run_embed(const EmbedCommand& c) {
     if (batch.empty()) return;
     const std::vector<float> emb =
         embedder->embed_pixels(pixels.data(), static_cast<int64_t>(batch.size()));
+    const std::vector<float> hubs =
+        embedder->image_hubs(emb.data(), static_cast<int64_t>(batch.size()));
     for (size_t i = 0; i < batch.size(); ++i) {
-      print("image", *batch[i], emb.data() + i * size_t(embedder->dim()));
+      print("image", *batch[i], emb.data() + i * size_t(embedder->dim()), hubs[i]);
     }
     pixels.clear();
     batch.clear();

@@ -29,7 +29,6 @@ struct RetrievalMetrics {
 struct HubPenalty {
   float weight = 0;
   std::vector<float> images, texts;  // h of each gallery image and text (Embedder::*_hubs)
-  bool empty() const { return weight == 0 || (images.empty() && texts.empty()); }
 };
 
 // image_emb: [gallery.images.size(), dim], text_emb: [gallery.texts.size(), dim], rows of unit
