@@ -250,6 +250,53 @@ TEST_F(TrainerTest, ResumingWithAWeightAverageNeedsACheckpointThatKeptOne) {
   }
 }
 
+TEST_F(TrainerTest, BFloat16AutocastLearnsAsFloat32DoesAndKeepsFloat32Weights) {
+  // train.precision bfloat16: the forward passes' products in bfloat16, the weights, the
+  // loss and AdamW in float32. The shapes are learnt as well as in float32 (the first test's
+  // bars), and the arithmetic really changed: two epochs end with other weights than
+  // float32's from the same seed.
+  config_.epochs = 25;
+  config_.precision = "bfloat16";
+  mms::TrainOptions options;
+  options.out_dir = (dir_ / "bf16").string();
+  options.quiet = true;
+  EXPECT_TRUE(mms::train_model(config_, options).finished);
+  std::ifstream in(dir_ / "bf16/model/eval.json");
+  const auto val = nlohmann::json::parse(in).at("val").at("shapes");
+  EXPECT_GE(val.at("t2i").at("r5").get<double>(), 80.0) << val.dump();
+  EXPECT_GE(val.at("i2t").at("r5").get<double>(), 80.0) << val.dump();
+  EXPECT_GE(val.at("zero_shot_acc").get<double>(), 50.0) << val.dump();
+  auto exported = load_exported(dir_ / "bf16");
+  for (const auto& p : exported->named_parameters()) {
+    EXPECT_EQ(p.value().scalar_type(), torch::kFloat) << p.key();
+  }
+
+  config_.epochs = 2;
+  options.out_dir = (dir_ / "bf16_short").string();
+  mms::train_model(config_, options);
+  config_.precision = "float32";
+  options.out_dir = (dir_ / "fp32_short").string();
+  mms::train_model(config_, options);
+  auto bf16 = load_last_checkpoint(dir_ / "bf16_short");
+  auto fp32 = load_last_checkpoint(dir_ / "fp32_short");
+  EXPECT_GT(max_weight_difference(bf16, fp32), 1e-4);
+}
+
+TEST(TrainConfig, PrecisionIsReadCheckedAndWrittenBack) {
+  const std::string base =
+      R"({"tokenizer": "t.model", "data": [{"name": "a", "path": "a.jsonl"}]})";
+  EXPECT_EQ(mms::parse_train_config(base, "c", {}).precision, "auto");
+  const mms::TrainConfig c = mms::parse_train_config(base, "c", {"train.precision=bfloat16"});
+  EXPECT_EQ(c.precision, "bfloat16");
+  EXPECT_EQ(mms::parse_train_config(mms::train_config_to_json(c), "c", {}).precision, "bfloat16");
+  try {
+    mms::parse_train_config(base, "cfg.json", {"train.precision=fp8"});
+    FAIL() << "accepted fp8";
+  } catch (const mms::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train.precision 'fp8'"), std::string::npos) << e.what();
+  }
+}
+
 TEST(TrainConfig, EmaDecayIsReadCheckedAndWrittenBack) {
   const std::string base =
       R"({"tokenizer": "t.model", "data": [{"name": "a", "path": "a.jsonl"}]})";

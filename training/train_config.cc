@@ -94,10 +94,26 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
     if (j.contains("train")) {
       const json& t = j.at("train");
       reject_unknown(t,
-                     {"epochs", "batch_size", "accum_steps", "lr", "min_lr_ratio", "weight_decay",
-                      "warmup_steps", "grad_clip", "seed", "checkpoint_every", "max_train_tokens",
-                      "loader_threads", "eval_max_images", "label_positives", "batch_by_source",
-                      "ema_decay", "keyword_positives", "caption_and_view", "init_from"},
+                     {"epochs",
+                      "batch_size",
+                      "accum_steps",
+                      "lr",
+                      "min_lr_ratio",
+                      "weight_decay",
+                      "warmup_steps",
+                      "grad_clip",
+                      "seed",
+                      "checkpoint_every",
+                      "max_train_tokens",
+                      "loader_threads",
+                      "eval_max_images",
+                      "label_positives",
+                      "batch_by_source",
+                      "ema_decay",
+                      "keyword_positives",
+                      "caption_and_view",
+                      "init_from",
+                      "precision"},
                      "train.", name);
       read(t, "epochs", c.epochs);
       read(t, "batch_size", c.batch_size);
@@ -118,6 +134,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
       read(t, "keyword_positives", c.keyword_positives);
       read(t, "caption_and_view", c.caption_and_view);
       read(t, "init_from", c.init_from);
+      read(t, "precision", c.precision);
     }
     if (j.contains("augment")) {
       const json& a = j.at("augment");
@@ -157,6 +174,10 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
     throw Error::invalid_argument("train config '" + name +
                                   "': epochs, accum_steps, checkpoint_every and loader_threads "
                                   "must be >= 1, batch_size >= 2 and lr > 0");
+  }
+  if (c.precision != "auto" && c.precision != "float32" && c.precision != "bfloat16") {
+    throw Error::invalid_argument("train config '" + name + "': train.precision '" + c.precision +
+                                  "' is not one of auto, float32, bfloat16");
   }
   require_unit_interval(c.augment.keyword_drop, "augment.keyword_drop", name);
   require_unit_interval(c.ema_decay, "train.ema_decay", name);
@@ -224,7 +245,8 @@ std::string train_config_to_json(const TrainConfig& c) {
         {"ema_decay", c.ema_decay},
         {"keyword_positives", c.keyword_positives},
         {"caption_and_view", c.caption_and_view},
-        {"init_from", c.init_from}}},
+        {"init_from", c.init_from},
+        {"precision", c.precision}}},
       {"augment",
        {{"crop_scale_min", c.augment.crop_scale_min},
         {"crop_ratio", c.augment.crop_ratio},

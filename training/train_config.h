@@ -88,6 +88,11 @@ struct TrainConfig {
   // ones: a second, shorter stage of a recipe (e.g. more passes over one source at a lower
   // learning rate). Its tokenizer.model must be the config's tokenizer, byte for byte.
   std::string init_from;
+  // Arithmetic of the forward pass: "float32"; "bfloat16" (autocast: matrix products and
+  // convolutions in bfloat16, weights, gradients, the loss and the optimizer in float32); or
+  // "auto", bfloat16 on CUDA and float32 on CPU. On a CPU with AVX512-BF16 bfloat16 halves a
+  // step (build/train_bench); checkpoints are float32 either way.
+  std::string precision = "auto";
   AugmentConfig augment;
 };
 

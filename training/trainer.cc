@@ -38,6 +38,20 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+// Turns bfloat16 autocast on or off for the device's kind (train.precision). Weights stay
+// float32; autocast casts the inputs of matrix products and convolutions and caches the casts
+// of weights until it is turned off.
+void set_bf16_autocast(const torch::Device& device, bool on) {
+  if (device.is_cuda()) {
+    at::autocast::set_enabled(on);
+    if (on) at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+  } else {
+    at::autocast::set_cpu_enabled(on);
+    if (on) at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  }
+  if (!on) at::autocast::clear_cache();
+}
+
 struct Batch {
   torch::Tensor pixels, ids, lengths, positives;
   // With train.caption_and_view: each row's second text (a drawn view), padded on its own so
@@ -580,6 +594,9 @@ TrainResult train_ranked(const TrainConfig& config, const TrainOptions& options,
   const Data data = load_data(config, threads, main);
   if (cached && main) comm.mark_main_done("data");
 
+  const bool autocast =
+      config.precision == "bfloat16" || (config.precision == "auto" && device.is_cuda());
+
   torch::manual_seed(config.seed);
   nn::DualEncoder model(config.model);
   if (!config.init_from.empty() && !options.resume) init_from_model_dir(model, config);
@@ -629,11 +646,7 @@ TrainResult train_ranked(const TrainConfig& config, const TrainOptions& options,
       const Batch b = loader.next();
       torch::Tensor loss;
       {
-        const bool autocast = device.is_cuda();
-        if (autocast) {
-          at::autocast::set_enabled(true);
-          at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-        }
+        if (autocast) set_bf16_autocast(device, true);
         const torch::Tensor img = model->encode_images(b.pixels.to(device));
         torch::Tensor txt = model->encode_texts(b.ids.to(device), b.lengths.to(device));
         if (b.view_ids.defined()) {
@@ -641,10 +654,7 @@ TrainResult train_ranked(const TrainConfig& config, const TrainOptions& options,
         }
         loss = global_contrastive_loss(comm, img.to(torch::kFloat), txt.to(torch::kFloat),
                                        model->scale(), b.positives.to(device));
-        if (autocast) {
-          at::autocast::set_enabled(false);
-          at::autocast::clear_cache();
-        }
+        if (autocast) set_bf16_autocast(device, false);
       }
       (loss / config.accum_steps).backward();
       step_loss += loss.item<double>() / config.accum_steps;

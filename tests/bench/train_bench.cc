@@ -8,6 +8,9 @@
 // its own thread, ahead of the step.
 //   build/train_bench [CONFIG=training/configs/default.json] [--threads N] [--tokens N]
 //                     [--steps N] [--set key=value ...]
+// With --set train.precision=bfloat16 the passes run under bfloat16 autocast, as the trainer
+// runs them.
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -44,6 +47,10 @@ int main(int argc, char** argv) {
     if (threads > 0) mms::set_compute_threads(threads);
     const mms::TrainConfig config = mms::load_train_config(config_path, overrides);
     torch::manual_seed(1);
+    // train.precision: the trainer's forward passes under bfloat16 autocast (CPU here).
+    const bool bf16 = config.precision == "bfloat16";
+    at::autocast::set_cpu_enabled(bf16);
+    if (bf16) at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
     mms::nn::DualEncoder model(config.model);
     model->train();
     const int64_t b = config.batch_size, s = config.model.image.image_size;
@@ -85,10 +92,10 @@ int main(int argc, char** argv) {
     for (const torch::Tensor& p : model->parameters()) params += p.numel();
     std::printf(
         "config %s: %lldx%lld images, texts of 3..%lld tokens, batch %lld, %.2f M parameters, "
-        "%d threads\n",
+        "%d threads, %s\n",
         config_path.c_str(), static_cast<long long>(s), static_cast<long long>(s),
         static_cast<long long>(n), static_cast<long long>(b), params / 1e6,
-        torch::get_num_threads());
+        torch::get_num_threads(), bf16 ? "bfloat16 autocast" : "float32");
     std::printf("%-36s %9s %10s\n", "", "ms/batch", "samples/s");
     auto row = [&](const char* what, double t) {
       std::printf("%-36s %9.1f %10.1f\n", what, t * 1e3, b / t);
