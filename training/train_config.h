@@ -94,6 +94,11 @@ struct TrainConfig {
   // step (build/train_bench); checkpoints are float32 either way.
   std::string precision = "auto";
   AugmentConfig augment;
+
+  // Whether the forward passes run under bfloat16 autocast on a CUDA device (cuda) or a CPU.
+  bool bfloat16(bool cuda) const {
+    return precision == "bfloat16" || (precision == "auto" && cuda);
+  }
 };
 
 // Parses the JSON text (named `name` in errors) and applies `overrides` ("a.b=value").

@@ -594,8 +594,7 @@ TrainResult train_ranked(const TrainConfig& config, const TrainOptions& options,
   const Data data = load_data(config, threads, main);
   if (cached && main) comm.mark_main_done("data");
 
-  const bool autocast =
-      config.precision == "bfloat16" || (config.precision == "auto" && device.is_cuda());
+  const bool autocast = config.bfloat16(device.is_cuda());
 
   torch::manual_seed(config.seed);
   nn::DualEncoder model(config.model);

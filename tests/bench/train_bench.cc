@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     const mms::TrainConfig config = mms::load_train_config(config_path, overrides);
     torch::manual_seed(1);
     // train.precision: the trainer's forward passes under bfloat16 autocast (CPU here).
-    const bool bf16 = config.precision == "bfloat16";
+    const bool bf16 = config.bfloat16(/*cuda=*/false);
     at::autocast::set_cpu_enabled(bf16);
     if (bf16) at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
     mms::nn::DualEncoder model(config.model);
