@@ -282,6 +282,41 @@ TEST_F(TrainerTest, BFloat16AutocastLearnsAsFloat32DoesAndKeepsFloat32Weights) {
   EXPECT_GT(max_weight_difference(bf16, fp32), 1e-4);
 }
 
+TEST_F(TrainerTest, BFloat16UntilSwitchesToFloat32AtItsShareOfTheSteps) {
+  // train.bfloat16_until 0.5 over 2 epochs: the first epoch's steps in bfloat16, the
+  // second's in float32. The same as a bfloat16 run stopped after one epoch and resumed in
+  // float32, and not the same as a run in bfloat16 throughout.
+  config_.epochs = 2;
+  config_.precision = "bfloat16";
+  mms::TrainOptions options;
+  options.quiet = true;
+  options.out_dir = (dir_ / "bf16").string();
+  mms::train_model(config_, options);
+  std::ifstream in(dir_ / "bf16/checkpoint.json");
+  const int64_t steps = nlohmann::json::parse(in).at("step").get<int64_t>();
+  ASSERT_EQ(steps % 2, 0);
+
+  mms::TrainConfig switched = config_;
+  switched.bfloat16_until = 0.5;
+  options.out_dir = (dir_ / "switched").string();
+  mms::train_model(switched, options);
+
+  options.out_dir = (dir_ / "by_hand").string();
+  options.stop_after_steps = steps / 2;
+  EXPECT_FALSE(mms::train_model(config_, options).finished);
+  mms::TrainConfig float32 = config_;
+  float32.precision = "float32";
+  options.stop_after_steps = 0;
+  options.resume = true;
+  EXPECT_TRUE(mms::train_model(float32, options).finished);
+
+  auto by_switch = load_last_checkpoint(dir_ / "switched");
+  auto by_hand = load_last_checkpoint(dir_ / "by_hand");
+  auto bf16 = load_last_checkpoint(dir_ / "bf16");
+  expect_same_weights(by_switch, by_hand);
+  EXPECT_GT(max_weight_difference(by_switch, bf16), 1e-4);
+}
+
 TEST(TrainConfig, PrecisionIsReadCheckedAndWrittenBack) {
   const std::string base =
       R"({"tokenizer": "t.model", "data": [{"name": "a", "path": "a.jsonl"}]})";
@@ -294,6 +329,20 @@ TEST(TrainConfig, PrecisionIsReadCheckedAndWrittenBack) {
     FAIL() << "accepted fp8";
   } catch (const mms::Error& e) {
     EXPECT_NE(std::string(e.what()).find("train.precision 'fp8'"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(mms::parse_train_config(base, "c", {}).bfloat16_until, 1.0);
+  const mms::TrainConfig d = mms::parse_train_config(base, "c", {"train.bfloat16_until=0.6"});
+  EXPECT_EQ(d.bfloat16_until, 0.6);
+  EXPECT_EQ(mms::parse_train_config(mms::train_config_to_json(d), "c", {}).bfloat16_until, 0.6);
+  for (const char* bad : {"train.bfloat16_until=0", "train.bfloat16_until=1.5"}) {
+    try {
+      mms::parse_train_config(base, "cfg.json", {bad});
+      FAIL() << "accepted " << bad;
+    } catch (const mms::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("train.bfloat16_until must be in (0, 1]"),
+                std::string::npos)
+          << e.what();
+    }
   }
 }
 

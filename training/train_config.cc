@@ -98,7 +98,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
                       "warmup_steps", "grad_clip", "seed", "checkpoint_every", "max_train_tokens",
                       "loader_threads", "eval_max_images", "label_positives", "batch_by_source",
                       "ema_decay", "keyword_positives", "caption_and_view", "init_from",
-                      "precision"},
+                      "precision", "bfloat16_until"},
                      "train.", name);
       read(t, "epochs", c.epochs);
       read(t, "batch_size", c.batch_size);
@@ -120,6 +120,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
       read(t, "caption_and_view", c.caption_and_view);
       read(t, "init_from", c.init_from);
       read(t, "precision", c.precision);
+      read(t, "bfloat16_until", c.bfloat16_until);
     }
     if (j.contains("augment")) {
       const json& a = j.at("augment");
@@ -163,6 +164,10 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   if (c.precision != "auto" && c.precision != "float32" && c.precision != "bfloat16") {
     throw Error::invalid_argument("train config '" + name + "': train.precision '" + c.precision +
                                   "' is not one of auto, float32, bfloat16");
+  }
+  if (!(c.bfloat16_until > 0 && c.bfloat16_until <= 1)) {
+    throw Error::invalid_argument("train config '" + name +
+                                  "': train.bfloat16_until must be in (0, 1]");
   }
   require_unit_interval(c.augment.keyword_drop, "augment.keyword_drop", name);
   require_unit_interval(c.ema_decay, "train.ema_decay", name);
@@ -231,7 +236,8 @@ std::string train_config_to_json(const TrainConfig& c) {
         {"keyword_positives", c.keyword_positives},
         {"caption_and_view", c.caption_and_view},
         {"init_from", c.init_from},
-        {"precision", c.precision}}},
+        {"precision", c.precision},
+        {"bfloat16_until", c.bfloat16_until}}},
       {"augment",
        {{"crop_scale_min", c.augment.crop_scale_min},
         {"crop_ratio", c.augment.crop_ratio},

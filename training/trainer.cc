@@ -594,8 +594,6 @@ TrainResult train_ranked(const TrainConfig& config, const TrainOptions& options,
   const Data data = load_data(config, threads, main);
   if (cached && main) comm.mark_main_done("data");
 
-  const bool autocast = config.bfloat16(device.is_cuda());
-
   torch::manual_seed(config.seed);
   nn::DualEncoder model(config.model);
   if (!config.init_from.empty() && !options.resume) init_from_model_dir(model, config);
@@ -641,6 +639,12 @@ TrainResult train_ranked(const TrainConfig& config, const TrainOptions& options,
   for (int64_t step = first_step; step < total_steps; ++step) {
     comm.set_step(step + 1);
     double step_loss = 0;
+    const bool autocast = config.bfloat16_at(device.is_cuda(), step, total_steps);
+    if (main && !options.quiet && step > first_step && !autocast &&
+        config.bfloat16_at(device.is_cuda(), step - 1, total_steps)) {
+      std::fprintf(stderr, "%strain: float32 from step %lld on (train.bfloat16_until %g)\n",
+                   tty ? "\n" : "", static_cast<long long>(step + 1), config.bfloat16_until);
+    }
     for (int32_t micro = 0; micro < config.accum_steps; ++micro) {
       const Batch b = loader.next();
       torch::Tensor loss;
