@@ -94,8 +94,8 @@ struct TrainConfig {
   // step (build/train_bench); checkpoints are float32 either way.
   std::string precision = "auto";
   // With bfloat16: the share of the run's steps (0, 1] that runs in bfloat16; the steps after
-  // it run in float32. On CPU bfloat16 costs late-epoch gains on some sources (emoji in r40),
-  // which float32 in the last steps, where the learning rate is small, can win back.
+  // it run in float32. The shipped first stage used 0.6; its float32 steps matched r39's
+  // bfloat16 ones within tenths (docs/model-experiments.md, r41), so 1.0 is worth a try.
   double bfloat16_until = 1.0;
   AugmentConfig augment;
 
