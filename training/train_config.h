@@ -4,6 +4,7 @@
 // wrong thing for an hour.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -103,10 +104,10 @@ struct TrainConfig {
   bool bfloat16(bool cuda) const {
     return precision == "bfloat16" || (precision == "auto" && cuda);
   }
-  // Whether step `step` (0-based) of `total_steps` runs under bfloat16 autocast.
-  bool bfloat16_at(bool cuda, int64_t step, int64_t total_steps) const {
-    return bfloat16(cuda) &&
-           static_cast<double>(step) < bfloat16_until * static_cast<double>(total_steps);
+  // How many of a run's first steps (of `total_steps`) run under bfloat16 autocast.
+  int64_t bfloat16_steps(bool cuda, int64_t total_steps) const {
+    if (!bfloat16(cuda)) return 0;
+    return static_cast<int64_t>(std::ceil(bfloat16_until * static_cast<double>(total_steps)));
   }
 };
 

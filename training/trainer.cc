@@ -636,12 +636,13 @@ TrainResult train_ranked(const TrainConfig& config, const TrainOptions& options,
   double loss_sum = 0;
   int64_t loss_count = 0;
 
+  // train.precision / bfloat16_until: the first bf16_steps steps run under bfloat16 autocast.
+  const int64_t bf16_steps = config.bfloat16_steps(device.is_cuda(), total_steps);
   for (int64_t step = first_step; step < total_steps; ++step) {
     comm.set_step(step + 1);
     double step_loss = 0;
-    const bool autocast = config.bfloat16_at(device.is_cuda(), step, total_steps);
-    if (main && !options.quiet && step > first_step && !autocast &&
-        config.bfloat16_at(device.is_cuda(), step - 1, total_steps)) {
+    const bool autocast = step < bf16_steps;
+    if (main && !options.quiet && step == bf16_steps && bf16_steps > 0) {
       std::fprintf(stderr, "%strain: float32 from step %lld on (train.bfloat16_until %g)\n",
                    tty ? "\n" : "", static_cast<long long>(step + 1), config.bfloat16_until);
     }
